@@ -1,0 +1,281 @@
+//! Builds the gateway from its configuration: state, the router with every endpoint of
+//! the table, the tower layers (listed once, outermost first), and the server with
+//! graceful shutdown.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, get};
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+
+use crate::auth::{JwtKeys, TokenLifetimes};
+use crate::config::Config;
+use crate::endpoints;
+use crate::http::GatewayError;
+use crate::http::error::Failure;
+use crate::http::request_id::{MakeUuid, X_REQUEST_ID};
+use crate::upstream::call::ServiceSettings;
+use crate::upstream::{Node, Service, ServicePool, Upstreams};
+
+/// Shared, read-mostly state of a running gateway.
+#[derive(Debug)]
+pub struct AppState {
+    pub jwt: JwtKeys,
+    pub upstreams: Upstreams,
+    pub body_limit: usize,
+}
+
+/// Why the gateway could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("endpoint table: {0}")]
+    Table(#[from] endpoints::TableError),
+    #[error("upstream address {address}: {source}")]
+    Address {
+        address: String,
+        source: tonic::transport::Error,
+    },
+}
+
+// === impl AppState ===
+
+impl AppState {
+    /// State for `config`: keys, one pool of static instances per service.
+    pub fn from_config(config: &Config) -> Result<Self, BuildError> {
+        let secret = config.jwt_secret()?;
+        let jwt = JwtKeys::new(
+            &secret,
+            config.jwt.algorithm,
+            config.jwt.leeway,
+            TokenLifetimes {
+                student: config.jwt.student_lifetime,
+                other: config.jwt.other_lifetime,
+            },
+        );
+        let mut pools = Vec::with_capacity(Service::ALL.len());
+        let mut settings = Vec::with_capacity(Service::ALL.len());
+        for service in Service::ALL {
+            let cfg = config.upstream.services.get(&service).cloned().unwrap_or_default();
+            let mut nodes = Vec::with_capacity(cfg.addresses.len());
+            for address in cfg.addresses {
+                let node = Node::new(address.clone(), address.clone(), config.upstream.connect_timeout)
+                    .map_err(|source| BuildError::Address { address, source })?;
+                nodes.push(Arc::new(node));
+            }
+            pools.push(ServicePool::new(nodes));
+            settings.push(ServiceSettings {
+                deadline: cfg.deadline.unwrap_or(config.upstream.deadline),
+            });
+        }
+        let pools: [ServicePool; 5] = pools
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one pool per service"));
+        let settings: [ServiceSettings; 5] = settings
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one setting per service"));
+        Ok(Self {
+            jwt,
+            upstreams: Upstreams::new(pools, settings),
+            body_limit: config.http.body_limit,
+        })
+    }
+}
+
+/// The full router: `/ping`, every endpoint of the table, envelope 404/405, and the
+/// tower layers.
+pub fn router(state: Arc<AppState>, config: &Config) -> Result<Router, BuildError> {
+    let table = endpoints::table();
+    endpoints::check(&table)?;
+    let mut by_path: BTreeMap<&'static str, MethodRouter> = BTreeMap::new();
+    for endpoint in table {
+        let endpoint = Arc::new(endpoint);
+        let filter = method_filter(&endpoint.method);
+        let path = endpoint.path;
+        let state = state.clone();
+        let handler = move |request: Request| crate::pipeline::serve(state.clone(), endpoint.clone(), request);
+        let route = by_path.remove(path).unwrap_or_default().on(filter, handler);
+        by_path.insert(path, route.fallback(method_not_allowed));
+    }
+    let mut api = Router::new();
+    for (path, route) in by_path {
+        api = api.route(path, route);
+    }
+    let api = api.fallback(not_found).layer(cors(config));
+    let app = Router::new()
+        .route("/ping", get(ping).fallback(method_not_allowed))
+        .merge(api);
+    // Outermost first: a panic anywhere becomes an envelope; every response carries a
+    // fresh request id; Authorization is marked sensitive before anything logs.
+    let layers = ServiceBuilder::new()
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::map_request(drop_client_request_id))
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), MakeUuid))
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+        .layer(middleware::from_fn(access_log));
+    Ok(app.layer(layers))
+}
+
+fn method_filter(method: &Method) -> MethodFilter {
+    match *method {
+        Method::GET => MethodFilter::GET,
+        Method::POST => MethodFilter::POST,
+        Method::PUT => MethodFilter::PUT,
+        Method::PATCH => MethodFilter::PATCH,
+        Method::DELETE => MethodFilter::DELETE,
+        _ => unreachable!("the endpoint table uses GET, POST, PUT, PATCH and DELETE only"),
+    }
+}
+
+/// CORS as documented (spec §4.15), with configurable origins; `X-Request-Id` is
+/// exposed so browser clients can report it.
+fn cors(config: &Config) -> CorsLayer {
+    let origins = &config.http.cors_origins;
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::from(Any)
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::HEAD])
+        .allow_headers([header::ORIGIN, header::CONTENT_LENGTH, header::CONTENT_TYPE, header::AUTHORIZATION])
+        .expose_headers([X_REQUEST_ID.clone()])
+        .max_age(Duration::from_secs(12 * 3600))
+}
+
+async fn ping() -> Response {
+    let mut response = "\"pong\"".into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, crate::http::error::json_content_type());
+    response
+}
+
+async fn not_found(request: Request) -> GatewayError {
+    GatewayError::NotFound {
+        path: request.uri().path().to_owned(),
+    }
+}
+
+async fn method_not_allowed(request: Request) -> GatewayError {
+    GatewayError::MethodNotAllowed {
+        method: request.method().to_string(),
+    }
+}
+
+fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    GatewayError::Internal("a request handler panicked".to_owned()).into_response()
+}
+
+/// The backends require a UUID request id; a client's value is never trusted.
+async fn drop_client_request_id(mut request: Request) -> Request {
+    request.headers_mut().remove(&X_REQUEST_ID);
+    request
+}
+
+/// One log line per request: method, route template, status, contract code, latency.
+async fn access_log(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "<unmatched>".to_owned(), |p| p.as_str().to_owned());
+    let request_id = request
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let latency_us = started.elapsed().as_micros() as u64;
+    match response.extensions().get::<Failure>() {
+        Some(Failure(err)) if status >= 500 => tracing::error!(
+            %method, route, status, code = err.code(), latency_us, request_id, error = %err, "request"
+        ),
+        Some(Failure(err)) => tracing::info!(
+            %method, route, status, code = err.code(), latency_us, request_id, "request"
+        ),
+        None => tracing::info!(%method, route, status, code = 0, latency_us, request_id, "request"),
+    }
+    response
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish for at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let signalled = async move {
+        shutdown.await;
+        let _sent = stop_tx.send(true);
+    };
+    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(signalled);
+    let mut stop = stop_rx;
+    let deadline = async move {
+        // Resolves `grace` after the shutdown signal.
+        if stop.wait_for(|stopped| *stopped).await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result,
+        () = deadline => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight requests did not finish in time; stopping");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}

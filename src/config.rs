@@ -1,0 +1,454 @@
+//! The gateway's one typed configuration: a TOML file plus `SMS_` environment
+//! overrides, validated once at start-up with errors that name the bad key.
+//!
+//! Environment overrides name a key path with `__` between levels, e.g.
+//! `SMS_JWT__SECRET=...` or `SMS_UPSTREAM__SERVICES__AUTH__ADDRESSES='["10.0.0.5:50051"]'`.
+//! A value is read as TOML when it parses as a TOML value, else as a string.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::jwt::JwtAlgorithm;
+use crate::upstream::Service;
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "SMS_";
+
+/// Everything the gateway reads at start-up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub jwt: JwtConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// Token verification and issuing.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// The HMAC secret (at least 32 bytes). Prefer `secret_file` in deployments.
+    pub secret: Option<String>,
+    /// A file holding the secret (e.g. a docker secret); surrounding whitespace is trimmed.
+    pub secret_file: Option<PathBuf>,
+    /// Pinned algorithm: HS256, HS384 or HS512. Default HS512.
+    #[serde(default)]
+    pub algorithm: JwtAlgorithm,
+    /// Clock-skew allowance for `exp`/`nbf`. Default 5s.
+    #[serde(default = "defaults::leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Lifetime of student tokens. Default 7 days.
+    #[serde(default = "defaults::student_lifetime", with = "humantime_serde")]
+    pub student_lifetime: Duration,
+    /// Lifetime of admin, teacher and parent tokens. Default 24h.
+    #[serde(default = "defaults::other_lifetime", with = "humantime_serde")]
+    pub other_lifetime: Duration,
+}
+
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("secret_file", &self.secret_file)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            secret_file: None,
+            algorithm: JwtAlgorithm::default(),
+            leeway: defaults::leeway(),
+            student_lifetime: defaults::student_lifetime(),
+            other_lifetime: defaults::other_lifetime(),
+        }
+    }
+}
+
+/// HTTP server behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest accepted request body in bytes (413 above). Default 8 MiB.
+    #[serde(default = "defaults::body_limit")]
+    pub body_limit: usize,
+    /// Origins allowed by CORS; `["*"]` allows any. Default `["*"]`.
+    #[serde(default = "defaults::cors_origins")]
+    pub cors_origins: Vec<String>,
+    /// How long in-flight requests may take to finish at shutdown. Default 10s.
+    #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: defaults::body_limit(),
+            cors_origins: defaults::cors_origins(),
+            shutdown_grace: defaults::shutdown_grace(),
+        }
+    }
+}
+
+/// Where the backends are and how long a call may take.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Connect timeout of a new channel. Default 2s.
+    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Deadline of one call unless the service or endpoint says otherwise. Default 3s.
+    #[serde(default = "defaults::deadline", with = "humantime_serde")]
+    pub deadline: Duration,
+    /// Per service (`auth`, `club`, `outing`, `schedule`, `announcement`).
+    #[serde(default)]
+    pub services: BTreeMap<Service, ServiceConfig>,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: defaults::connect_timeout(),
+            deadline: defaults::deadline(),
+            services: BTreeMap::new(),
+        }
+    }
+}
+
+/// One backend service.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Static instance addresses (`host:port`), balanced round robin.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Deadline of one call to this service; default `upstream.deadline`.
+    #[serde(default, with = "humantime_serde")]
+    pub deadline: Option<Duration>,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `json` (one object per line) or `text`. Default `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `sms_gateway=debug`. Default `info`.
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            level: defaults::log_level(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+mod defaults {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    }
+    pub fn leeway() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn student_lifetime() -> Duration {
+        Duration::from_secs(7 * 24 * 3600)
+    }
+    pub fn other_lifetime() -> Duration {
+        Duration::from_secs(24 * 3600)
+    }
+    pub fn body_limit() -> usize {
+        8 * 1024 * 1024
+    }
+    pub fn cors_origins() -> Vec<String> {
+        vec!["*".to_owned()]
+    }
+    pub fn shutdown_grace() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn deadline() -> Duration {
+        Duration::from_secs(3)
+    }
+    pub fn log_level() -> String {
+        "info".to_owned()
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(String),
+    #[error("environment variable {var}: {reason}")]
+    Env { var: String, reason: String },
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A source of environment variables (the process, or a map in tests).
+pub trait EnvSource {
+    fn vars(&self) -> Vec<(String, String)>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn vars(&self) -> Vec<(String, String)> {
+        std::env::vars().collect()
+    }
+}
+
+impl EnvSource for BTreeMap<String, String> {
+    fn vars(&self) -> Vec<(String, String)> {
+        self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads `path` (when given), applies overrides from `env`, and validates.
+    pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        Self::from_toml(&text, env)
+    }
+
+    /// Parses TOML text, applies overrides from `env`, and validates.
+    pub fn from_toml(text: &str, env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        apply_env(&mut table, env)?;
+        let config: Config = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value that serde cannot: secrets, addresses, limits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.jwt.secret, &self.jwt.secret_file) {
+            (Some(_), Some(_)) => return Err(invalid("jwt.secret", "set either jwt.secret or jwt.secret_file, not both")),
+            (None, None) => return Err(invalid("jwt.secret", "a secret is required (jwt.secret, jwt.secret_file or SMS_JWT__SECRET)")),
+            (Some(secret), None) if secret.len() < 32 => {
+                return Err(invalid("jwt.secret", "must be at least 32 bytes"));
+            }
+            _ => {}
+        }
+        if self.http.body_limit == 0 {
+            return Err(invalid("http.body_limit", "must be greater than 0"));
+        }
+        for origin in &self.http.cors_origins {
+            if origin != "*" && http::HeaderValue::from_str(origin).is_err() {
+                return Err(invalid("http.cors_origins", format!("{origin:?} is not a valid origin")));
+            }
+        }
+        for (key, value) in [
+            ("upstream.deadline", self.upstream.deadline),
+            ("upstream.connect_timeout", self.upstream.connect_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        for service in Service::ALL {
+            let key = format!("upstream.services.{service}");
+            let Some(cfg) = self.upstream.services.get(&service) else {
+                return Err(invalid(key, "missing: every service needs its addresses"));
+            };
+            if cfg.addresses.is_empty() {
+                return Err(invalid(format!("{key}.addresses"), "needs at least one address"));
+            }
+            for address in &cfg.addresses {
+                check_address(address).map_err(|reason| invalid(format!("{key}.addresses"), reason))?;
+            }
+            if cfg.deadline.is_some_and(|d| d.is_zero()) {
+                return Err(invalid(format!("{key}.deadline"), "must be greater than 0"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The JWT secret bytes, reading `secret_file` when set.
+    pub fn jwt_secret(&self) -> Result<Vec<u8>, ConfigError> {
+        if let Some(secret) = &self.jwt.secret {
+            return Ok(secret.as_bytes().to_vec());
+        }
+        let Some(path) = &self.jwt.secret_file else {
+            return Err(invalid("jwt.secret", "missing"));
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let secret = text.trim();
+        if secret.len() < 32 {
+            return Err(invalid("jwt.secret_file", "the secret must be at least 32 bytes"));
+        }
+        Ok(secret.as_bytes().to_vec())
+    }
+}
+
+/// `host:port` with a non-empty host and a valid port.
+fn check_address(address: &str) -> Result<(), String> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{address:?} is not host:port"))?;
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(format!("{address:?} is not host:port"));
+    }
+    Ok(())
+}
+
+fn apply_env(table: &mut toml::Table, env: &dyn EnvSource) -> Result<(), ConfigError> {
+    let mut vars = env.vars();
+    vars.sort();
+    for (var, raw) in vars {
+        let Some(path) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+        if keys.iter().any(String::is_empty) {
+            return Err(ConfigError::Env {
+                var,
+                reason: "empty key segment".into(),
+            });
+        }
+        let value = parse_env_value(&raw);
+        let (last, parents) = keys.split_last().ok_or_else(|| ConfigError::Env {
+            var: var.clone(),
+            reason: "no key".into(),
+        })?;
+        let mut node = &mut *table;
+        for key in parents {
+            let entry = node
+                .entry(key.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            node = entry.as_table_mut().ok_or_else(|| ConfigError::Env {
+                var: var.clone(),
+                reason: format!("{key} is not a table"),
+            })?;
+        }
+        node.insert(last.clone(), value);
+    }
+    Ok(())
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn minimal() -> String {
+        let mut text = format!("[jwt]\nsecret = \"{SECRET}\"\n");
+        for service in Service::ALL {
+            text.push_str(&format!("[upstream.services.{service}]\naddresses = [\"127.0.0.1:5000\"]\n"));
+        }
+        text
+    }
+
+    fn no_env() -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = Config::from_toml(&minimal(), &no_env()).expect("valid");
+        assert_eq!(config.upstream.deadline, Duration::from_secs(3));
+        assert_eq!(config.jwt.algorithm, JwtAlgorithm::HS512);
+        assert_eq!(config.http.cors_origins, vec!["*"]);
+    }
+
+    #[test]
+    fn env_overrides_nested_keys_with_typed_values() {
+        let env = BTreeMap::from([
+            ("SMS_UPSTREAM__SERVICES__AUTH__ADDRESSES".to_owned(), r#"["10.0.0.1:1", "10.0.0.2:2"]"#.to_owned()),
+            ("SMS_UPSTREAM__SERVICES__AUTH__DEADLINE".to_owned(), "6s".to_owned()),
+            ("SMS_HTTP__BODY_LIMIT".to_owned(), "1024".to_owned()),
+            ("OTHER".to_owned(), "ignored".to_owned()),
+        ]);
+        let config = Config::from_toml(&minimal(), &env).expect("valid");
+        let auth = &config.upstream.services[&Service::Auth];
+        assert_eq!(auth.addresses, vec!["10.0.0.1:1", "10.0.0.2:2"]);
+        assert_eq!(auth.deadline, Some(Duration::from_secs(6)));
+        assert_eq!(config.http.body_limit, 1024);
+    }
+
+    #[test]
+    fn errors_name_the_bad_key() {
+        let cases = [
+            (minimal().replace(SECRET, "short"), "jwt.secret"),
+            (minimal().replace("127.0.0.1:5000", "nope"), "addresses"),
+            (format!("{}\n[http]\nbody_limt = 3\n", minimal()), "body_limt"),
+            (format!("{}\n[upstream]\ndeadline = \"soon\"\n", minimal()), "deadline"),
+            (minimal().replace("[upstream.services.club]\naddresses = [\"127.0.0.1:5000\"]\n", ""), "upstream.services.club"),
+            (minimal().replace("[jwt]", "[jwt]\nalgorithm = \"none\""), "algorithm"),
+        ];
+        for (text, key) in cases {
+            let err = Config::from_toml(&text, &no_env()).expect_err(key).to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+}

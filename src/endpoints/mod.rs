@@ -1,0 +1,324 @@
+//! The endpoint table: every route of the contract declared once, as data plus a small
+//! typed adapter (architecture principle 1). The pipeline is generic over [`Adapter`];
+//! nothing here handles a request by itself.
+//!
+//! One file per backend service holds its entries and adapters. [`table`] assembles
+//! them and [`check`] rejects a malformed table at start-up.
+
+pub mod announcement;
+pub mod auth;
+pub mod club;
+pub mod outing;
+pub mod rules;
+pub mod schedule;
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::Method;
+use serde::de::DeserializeOwned;
+use validator::Validate;
+
+use crate::auth::{Access, JwtKeys, Principal};
+use crate::http::GatewayError;
+use crate::http::input::Source;
+use crate::pipeline::Handler;
+use crate::upstream::Service;
+
+pub use rules::PathRule;
+
+/// A gRPC method: its name as used in messages and its HTTP/2 path.
+#[derive(Debug, Clone, Copy)]
+pub struct Rpc {
+    /// Name used in error messages ("request time out for <name> service").
+    pub name: &'static str,
+    /// Full method path, e.g. `/auth.student.AuthStudent/LoginStudentAuth`.
+    pub path: &'static str,
+}
+
+/// The in-band status every backend reply starts with (spec §2.6).
+pub trait InBand {
+    fn status(&self) -> u32;
+    fn code(&self) -> i32;
+    fn message(&self) -> &str;
+}
+
+/// Implements [`InBand`] for reply types by naming their status, code and message fields.
+#[macro_export]
+macro_rules! in_band {
+    ($status:ident, $code:ident, $message:ident: $($reply:ty),+ $(,)?) => {$(
+        impl $crate::endpoints::InBand for $reply {
+            fn status(&self) -> u32 { self.$status }
+            fn code(&self) -> i32 { self.$code }
+            fn message(&self) -> &str { &self.$message }
+        }
+    )+};
+}
+
+/// What an adapter needs to know about the request besides its input.
+pub struct Call<'a> {
+    /// The authenticated caller; `None` on public endpoints.
+    pub principal: Option<&'a Principal>,
+    /// Validated path parameters.
+    pub params: &'a PathParams,
+    /// Token keys, for the login endpoints that mint tokens.
+    pub jwt: &'a JwtKeys,
+}
+
+impl Call<'_> {
+    /// The caller's uuid, or `""` on public endpoints.
+    pub fn caller(&self) -> &str {
+        self.principal.map_or("", |p| p.uuid.as_str())
+    }
+
+    /// A path parameter (already validated by its [`PathRule`]).
+    pub fn param(&self, name: &str) -> &str {
+        self.params.get(name)
+    }
+
+    /// A numeric path parameter; its rule guarantees it parses.
+    pub fn param_num<T: std::str::FromStr + Default>(&self, name: &str) -> T {
+        self.params.get(name).parse().unwrap_or_default()
+    }
+}
+
+/// Decoded path parameters of the matched route.
+#[derive(Debug, Default, Clone)]
+pub struct PathParams(pub Vec<(String, String)>);
+
+impl PathParams {
+    /// The value of `name`, or `""`.
+    pub fn get(&self, name: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// The success body's message and data fields (status and code are added by the pipeline).
+#[derive(Debug)]
+pub struct Success {
+    pub message: Cow<'static, str>,
+    /// A JSON object whose fields are merged into the envelope, or `Null`.
+    pub data: serde_json::Value,
+}
+
+impl Success {
+    /// A success with a message and no data fields.
+    pub fn message(message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            message: message.into(),
+            data: serde_json::Value::Null,
+        }
+    }
+
+    /// Adds data fields (a JSON object).
+    pub fn with(mut self, data: serde_json::Value) -> Self {
+        self.data = data;
+        self
+    }
+}
+
+/// The typed part of an endpoint: how its input becomes a gRPC request and how a
+/// successful reply becomes the documented body.
+pub trait Adapter: Send + Sync + 'static {
+    /// The bound input, with its `validator` rules. Unknown keys are ignored.
+    type Input: DeserializeOwned + Validate + Default + Send + 'static;
+    /// The gRPC request message.
+    type Request: prost::Message + Default + Clone + Send + 'static;
+    /// The gRPC reply message.
+    type Reply: prost::Message + Default + InBand + Send + 'static;
+
+    /// Builds the gRPC request.
+    fn request(&self, call: &Call<'_>, input: Self::Input) -> Self::Request;
+
+    /// Builds the success body from a reply with a 2xx in-band status.
+    fn success(&self, call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError>;
+}
+
+/// Whether repeating the call is harmless (decision 14: only reads are retried).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idempotency {
+    Read,
+    Write,
+}
+
+/// One route of the contract.
+pub struct Endpoint {
+    /// Stable id, `<service>.<name>`, used in metrics and logs.
+    pub id: &'static str,
+    pub method: Method,
+    /// axum path template, e.g. `/v1/students/uuid/{student_uuid}`.
+    pub path: &'static str,
+    /// The contract route this entry serves, when it differs from `path` (the outing
+    /// actions are one contract route served by one entry per action).
+    pub contract_path: &'static str,
+    pub service: Service,
+    pub rpc: Rpc,
+    pub access: Access,
+    /// Rules for every path parameter (decision 8).
+    pub params: &'static [(&'static str, PathRule)],
+    pub source: Source,
+    /// Overrides the service's deadline.
+    pub deadline: Option<Duration>,
+    pub idempotency: Idempotency,
+    /// The erased adapter that runs the typed stages.
+    pub handler: Arc<dyn Handler>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("id", &self.id)
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts an endpoint declaration; the rest of the fields have defaults that the
+/// builder methods change.
+pub fn endpoint<A: Adapter>(
+    id: &'static str,
+    method: Method,
+    path: &'static str,
+    service: Service,
+    rpc: Rpc,
+    adapter: A,
+) -> Endpoint {
+    let idempotency = if method == Method::GET {
+        Idempotency::Read
+    } else {
+        Idempotency::Write
+    };
+    Endpoint {
+        id,
+        method,
+        path,
+        contract_path: path,
+        service,
+        rpc,
+        access: Access::ANY,
+        params: &[],
+        source: Source::None,
+        deadline: None,
+        idempotency,
+        handler: crate::pipeline::handler(rpc, adapter),
+    }
+}
+
+// === impl Endpoint (declaration builder) ===
+
+impl Endpoint {
+    pub fn access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
+    }
+
+    pub fn params(mut self, params: &'static [(&'static str, PathRule)]) -> Self {
+        self.params = params;
+        self
+    }
+
+    pub fn input(mut self, source: Source) -> Self {
+        self.source = source;
+        self
+    }
+
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    pub fn contract_path(mut self, path: &'static str) -> Self {
+        self.contract_path = path;
+        self
+    }
+}
+
+/// Every endpoint of the contract (65 contract routes).
+pub fn table() -> Vec<Endpoint> {
+    let mut all = Vec::new();
+    all.extend(auth::endpoints());
+    all.extend(club::endpoints());
+    all.extend(outing::endpoints());
+    all.extend(schedule::endpoints());
+    all.extend(announcement::endpoints());
+    all
+}
+
+/// A malformed endpoint table.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("duplicate route {0} {1}")]
+    DuplicateRoute(Method, &'static str),
+    #[error("duplicate endpoint id {0}")]
+    DuplicateId(&'static str),
+    #[error("route {path}: path parameter {{{name}}} has no rule")]
+    UnruledParam { path: &'static str, name: String },
+    #[error("route {path}: rule for {name} names no path parameter")]
+    StrayRule { path: &'static str, name: &'static str },
+    #[error("route {0}: own-uuid rule names no path parameter")]
+    StrayOwnRule(&'static str),
+}
+
+/// Checks the table once at start-up: unique routes and ids, every path parameter
+/// ruled, every rule and own-uuid rule naming a real parameter.
+pub fn check(table: &[Endpoint]) -> Result<(), TableError> {
+    let mut routes = HashSet::new();
+    let mut ids = HashSet::new();
+    for ep in table {
+        if !routes.insert((ep.method.clone(), ep.path)) {
+            return Err(TableError::DuplicateRoute(ep.method.clone(), ep.path));
+        }
+        if !ids.insert(ep.id) {
+            return Err(TableError::DuplicateId(ep.id));
+        }
+        let names: Vec<&str> = ep
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .collect();
+        for name in &names {
+            if !ep.params.iter().any(|(n, _)| n == name) {
+                return Err(TableError::UnruledParam {
+                    path: ep.path,
+                    name: (*name).to_owned(),
+                });
+            }
+        }
+        for (name, _) in ep.params {
+            if !names.contains(name) {
+                return Err(TableError::StrayRule { path: ep.path, name });
+            }
+        }
+        if let Access::Kinds { own: Some(param), .. } = ep.access {
+            if !names.contains(&param) {
+                return Err(TableError::StrayOwnRule(ep.path));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_well_formed() {
+        check(&table()).expect("table");
+    }
+
+    #[test]
+    fn table_covers_the_65_contract_routes() {
+        let routes: HashSet<(Method, &str)> = table()
+            .iter()
+            .map(|ep| (ep.method.clone(), ep.contract_path))
+            .collect();
+        assert_eq!(routes.len(), 65, "{routes:#?}");
+    }
+}
