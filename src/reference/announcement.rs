@@ -1,0 +1,10 @@
+//! Reference announcement service.
+
+use tonic::service::Routes;
+
+use super::Shared;
+
+/// The announcement service's gRPC services.
+pub fn routes(_shared: &Shared) -> Routes {
+    Routes::default()
+}

@@ -1,0 +1,42 @@
+//! End-to-end smoke: login → token → protected call, through real HTTP and gRPC.
+
+mod support;
+
+use reqwest::Method;
+use serde_json::json;
+use support::{Gateway, assert_envelope};
+
+#[tokio::test]
+async fn ping_answers_pong() {
+    let gw = Gateway::start().await;
+    let response = gw.client.get(gw.url("/ping")).send().await.expect("ping");
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("x-request-id"));
+    assert_eq!(response.text().await.expect("body"), "\"pong\"");
+}
+
+#[tokio::test]
+async fn unknown_route_and_wrong_method_are_envelopes() {
+    let gw = Gateway::start().await;
+    let (status, body) = gw.call(Method::GET, "/v1/nothing-here", "", None).await;
+    assert_eq!(status, 404);
+    assert_envelope(status, &body);
+    let (status, body) = gw.call(Method::DELETE, "/v1/login/student", "", None).await;
+    assert_eq!(status, 405);
+    assert_envelope(status, &body);
+}
+
+#[tokio::test]
+async fn student_login_mints_a_token() {
+    let gw = Gateway::start().await;
+    let (status, body) = gw
+        .call(
+            Method::POST,
+            "/v1/login/student",
+            "",
+            Some(json!({"student_id": "demostudent", "student_pw": "demo-student-pw"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_envelope(status, &body);
+}

@@ -1,0 +1,158 @@
+//! Test harness: the five reference services and a gateway, each on its own free
+//! loopback port, talking real gRPC and real HTTP.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sms_gateway::app::{self, AppState};
+use sms_gateway::auth::{JwtKeys, TokenLifetimes};
+use sms_gateway::config::Config;
+use sms_gateway::reference::{self, Options, Shared};
+use sms_gateway::upstream::Service;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub use sms_gateway::reference::seed;
+
+/// The test secret (never used outside tests).
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+/// A running gateway in front of running reference services.
+pub struct Gateway {
+    pub base: String,
+    pub address: SocketAddr,
+    pub client: reqwest::Client,
+    pub shared: Shared,
+    pub services: Vec<reference::Running>,
+    keys: JwtKeys,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+/// Config text for the given service addresses.
+pub fn config_text(addresses: &BTreeMap<Service, Vec<String>>) -> String {
+    let mut text = format!("[jwt]\nsecret = \"{SECRET}\"\n[log]\nformat = \"text\"\n");
+    for (service, addrs) in addresses {
+        let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+        text.push_str(&format!("[upstream.services.{service}]\naddresses = [{}]\n", list.join(", ")));
+    }
+    text
+}
+
+impl Gateway {
+    /// Reference services (seeded) and a gateway with the default configuration.
+    pub async fn start() -> Self {
+        Self::start_with(Options::default(), |_| {}).await
+    }
+
+    /// Like [`Gateway::start`], with service options and a config tweak.
+    pub async fn start_with(options: Options, tweak: impl FnOnce(&mut Config)) -> Self {
+        let shared = Shared::seeded();
+        let services = reference::spawn_all(None, &shared, &options).await.expect("reference services");
+        let addresses: BTreeMap<Service, Vec<String>> = services
+            .iter()
+            .map(|r| (r.service, vec![r.address.to_string()]))
+            .collect();
+        let mut gateway = Self::start_for(&addresses, tweak).await;
+        gateway.shared = shared;
+        gateway.services = services;
+        gateway
+    }
+
+    /// A gateway in front of the given addresses (no reference services of its own).
+    pub async fn start_for(addresses: &BTreeMap<Service, Vec<String>>, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::from_toml(&config_text(addresses), &BTreeMap::<String, String>::new()).expect("config");
+        tweak(&mut config);
+        config.validate().expect("tweaked config");
+        let state = Arc::new(AppState::from_config(&config).expect("state"));
+        let router = app::router(state, &config).expect("router");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(app::serve(
+            listener,
+            router,
+            async move {
+                let _ = stopped.await;
+            },
+            config.http.shutdown_grace,
+        ));
+        let keys = JwtKeys::new(SECRET.as_bytes(), config.jwt.algorithm, config.jwt.leeway, TokenLifetimes::default());
+        Self {
+            base: format!("http://{address}"),
+            address,
+            client: reqwest::Client::builder().build().expect("client"),
+            shared: Shared::seeded(),
+            services: Vec::new(),
+            keys,
+            stop: Some(stop),
+        }
+    }
+
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A valid token for `uuid`, minted with the test secret.
+    pub fn token(&self, uuid: &str) -> String {
+        self.keys.issue(uuid).expect("token")
+    }
+
+    /// The address of a running reference service.
+    pub fn service_address(&self, service: Service) -> SocketAddr {
+        self.services
+            .iter()
+            .find(|r| r.service == service)
+            .map(|r| r.address)
+            .expect("service running")
+    }
+
+    /// Sends `request` and returns the status and the JSON body (`Null` when the body
+    /// is not JSON).
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+        let response = request.send().await.expect("response");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, body)
+    }
+
+    /// `send` with a bearer token for `uuid` (or none when `uuid` is empty).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        uuid: &str,
+        json: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self.client.request(method, self.url(path));
+        if !uuid.is_empty() {
+            request = request.bearer_auth(self.token(uuid));
+        }
+        if let Some(json) = json {
+            request = request.json(&json);
+        }
+        self.send(request).await
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        for running in &self.services {
+            running.task.abort();
+        }
+    }
+}
+
+/// Asserts the contract envelope: `status` equals the HTTP status, `code` is an integer,
+/// `message` a string.
+pub fn assert_envelope(status: u16, body: &serde_json::Value) {
+    assert_eq!(body["status"], status, "status field of {body}");
+    assert!(body["code"].is_i64(), "code of {body}");
+    assert!(body["message"].is_string(), "message of {body}");
+}
