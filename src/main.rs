@@ -1,1 +1,175 @@
-fn main() {}
+//! The `sms-gateway` command: run the gateway, the reference services, or both (demo);
+//! mint a token; check a configuration.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use sms_gateway::app::{self, AppState};
+use sms_gateway::config::{Config, LogFormat, ProcessEnv};
+use sms_gateway::reference::{self, Options, Shared};
+use sms_gateway::upstream::Service;
+use tokio::net::TcpListener;
+
+/// API gateway of the school management system: HTTP/JSON in front of five gRPC services.
+#[derive(Debug, Parser)]
+#[command(name = "sms-gateway", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the five reference services and the gateway in one process, on loopback.
+    Demo {
+        /// Address of the gateway.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Run the gateway alone.
+    Serve {
+        /// TOML configuration file (SMS_* environment variables override it).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run only the reference services, on loopback ports base..base+4
+    /// (auth, club, outing, schedule, announcement).
+    Services {
+        /// First port.
+        #[arg(long, default_value_t = 50051)]
+        listen_base: u16,
+        /// Address to bind (use 0.0.0.0 inside a container).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+    },
+    /// Mint a token for a uuid with the configured secret.
+    Token {
+        /// The `uuid` claim, e.g. student-000000000001.
+        #[arg(long)]
+        uuid: String,
+        /// TOML configuration file; without it, SMS_* environment variables alone.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file (and SMS_* overrides) and exit.
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Demo { listen } => demo(listen).await,
+        Command::Serve { config } => {
+            let config = Config::load(Some(&config), &ProcessEnv).context("configuration")?;
+            init_logs(config.log.format, &config.log.level);
+            let listener = TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("binding {}", config.listen))?;
+            gateway(config, listener).await
+        }
+        Command::Services { listen_base, host } => {
+            init_logs(LogFormat::Json, "info");
+            services(listen_base, &host).await
+        }
+        Command::Token { uuid, config } => {
+            let config = Config::load(config.as_deref(), &ProcessEnv).context("configuration")?;
+            let state = AppState::from_config(&config)?;
+            println!("{}", state.jwt.issue(&uuid)?);
+            Ok(())
+        }
+        Command::CheckConfig { config: path } => {
+            let config = Config::load(Some(&path), &ProcessEnv).context("configuration")?;
+            // Building the state and router runs every start-up check (secret, addresses,
+            // endpoint table) without listening.
+            let state = Arc::new(AppState::from_config(&config)?);
+            let _router = app::router(state, &config)?;
+            println!("{}: ok", path.display());
+            Ok(())
+        }
+    }
+}
+
+fn init_logs(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn gateway(config: Config, listener: TcpListener) -> Result<()> {
+    let state = Arc::new(AppState::from_config(&config)?);
+    let router = app::router(state, &config)?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "gateway listening");
+    app::serve(listener, router, app::shutdown_signal(), config.http.shutdown_grace).await?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+async fn services(base: u16, host: &str) -> Result<()> {
+    let shared = Shared::seeded();
+    let mut running = Vec::new();
+    for (offset, service) in Service::ALL.into_iter().enumerate() {
+        let port = base + offset as u16;
+        let listener = TcpListener::bind((host, port))
+            .await
+            .with_context(|| format!("binding {host}:{port} for {service}"))?;
+        let service_running = reference::spawn(service, listener, &shared, &Options::default())?;
+        tracing::info!(%service, address = %service_running.address, "reference service listening");
+        running.push(service_running);
+    }
+    app::shutdown_signal().await;
+    for service in running {
+        service.task.abort();
+    }
+    Ok(())
+}
+
+async fn demo(listen: SocketAddr) -> Result<()> {
+    let started = Instant::now();
+    let shared = Shared::seeded();
+    let running = reference::spawn_all(None, &shared, &Options::default())
+        .await
+        .context("starting the reference services")?;
+    // A fresh random secret per demo run: demo tokens are worthless elsewhere.
+    let secret: [u8; 32] = rand::random();
+    let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let mut text = format!("listen = \"{listen}\"\n[jwt]\nsecret = \"{secret}\"\n[log]\nformat = \"text\"\nlevel = \"warn\"\n");
+    for service in &running {
+        text.push_str(&format!("[upstream.services.{}]\naddresses = [\"{}\"]\n", service.service, service.address));
+    }
+    let config = Config::from_toml(&text, &BTreeMap::<String, String>::new()).context("demo configuration")?;
+    init_logs(config.log.format, &config.log.level);
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let address = listener.local_addr()?;
+    println!("listening on http://{address}");
+    println!("started in {} ms", started.elapsed().as_millis());
+    println!("try:");
+    println!(
+        "  curl -s -X POST http://{address}/v1/login/student -H 'Content-Type: application/json' \\\n    -d '{{\"student_id\":\"demostudent\",\"student_pw\":\"demo-student-pw\"}}'"
+    );
+    println!("  curl -s http://{address}/v1/students/uuid/student-000000000001 -H \"Authorization: Bearer $TOKEN\"");
+    let result = gateway(config, listener).await;
+    for service in running {
+        service.task.abort();
+    }
+    result
+}
