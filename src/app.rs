@@ -13,8 +13,9 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodFilter, MethodRouter, get};
+use axum::routing::{MethodFilter, MethodRouter, get, post};
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
@@ -22,19 +23,23 @@ use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::auth::{JwtKeys, TokenLifetimes};
-use crate::config::Config;
+use crate::config::{Config, DiscoveryMode};
 use crate::endpoints;
 use crate::http::GatewayError;
 use crate::http::error::Failure;
 use crate::http::request_id::{MakeUuid, X_REQUEST_ID};
 use crate::upstream::call::ServiceSettings;
-use crate::upstream::{Node, Service, ServicePool, Upstreams};
+use crate::upstream::consul::ConsulClient;
+use crate::upstream::discovery::{ConsulDiscovery, Discovery, StaticDiscovery, WatchSettings};
+use crate::upstream::webhook::{self, Webhook};
+use crate::upstream::{Service, Upstreams, flip};
 
 /// Shared, read-mostly state of a running gateway.
 #[derive(Debug)]
 pub struct AppState {
     pub jwt: JwtKeys,
-    pub upstreams: Upstreams,
+    pub upstreams: Arc<Upstreams>,
+    pub discovery: Arc<dyn Discovery>,
     pub body_limit: usize,
 }
 
@@ -45,55 +50,122 @@ pub enum BuildError {
     Config(#[from] crate::config::ConfigError),
     #[error("endpoint table: {0}")]
     Table(#[from] endpoints::TableError),
-    #[error("upstream address {address}: {source}")]
-    Address {
-        address: String,
-        source: tonic::transport::Error,
-    },
+    #[error("upstream address: {0}")]
+    Address(#[from] tonic::transport::Error),
+    #[error("consul client: {0}")]
+    Consul(#[from] crate::upstream::consul::ConsulError),
 }
 
-// === impl AppState ===
+/// A built gateway: its state, its router, and the background tasks (Consul watchers,
+/// health flip) that stop when it is dropped.
+#[derive(Debug)]
+pub struct Gateway {
+    pub state: Arc<AppState>,
+    pub router: Router,
+    background: Vec<JoinHandle<()>>,
+}
 
-impl AppState {
-    /// State for `config`: keys, one pool of static instances per service.
-    pub fn from_config(config: &Config) -> Result<Self, BuildError> {
-        let secret = config.jwt_secret()?;
-        let jwt = JwtKeys::new(
-            &secret,
-            config.jwt.algorithm,
-            config.jwt.leeway,
-            TokenLifetimes {
-                student: config.jwt.student_lifetime,
-                other: config.jwt.other_lifetime,
-            },
-        );
-        let mut pools = Vec::with_capacity(Service::ALL.len());
-        let mut settings = Vec::with_capacity(Service::ALL.len());
-        for service in Service::ALL {
-            let cfg = config.upstream.services.get(&service).cloned().unwrap_or_default();
-            let mut nodes = Vec::with_capacity(cfg.addresses.len());
-            for address in cfg.addresses {
-                let node = Node::new(address.clone(), address.clone(), config.upstream.connect_timeout)
-                    .map_err(|source| BuildError::Address { address, source })?;
-                nodes.push(Arc::new(node));
-            }
-            pools.push(ServicePool::new(nodes));
-            settings.push(ServiceSettings {
-                deadline: cfg.deadline.unwrap_or(config.upstream.deadline),
-            });
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        for task in &self.background {
+            task.abort();
         }
-        let pools: [ServicePool; 5] = pools
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("one pool per service"));
-        let settings: [ServiceSettings; 5] = settings
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("one setting per service"));
-        Ok(Self {
-            jwt,
-            upstreams: Upstreams::new(pools, settings),
-            body_limit: config.http.body_limit,
-        })
     }
+}
+
+/// Builds the gateway for `config`; with Consul discovery this starts the watchers and
+/// the health flip, so it must run inside a tokio runtime.
+pub fn build(config: &Config) -> Result<Gateway, BuildError> {
+    let jwt = jwt_keys(config)?;
+    let service_config = |service: Service| config.upstream.services.get(&service).cloned().unwrap_or_default();
+    let settings = Service::ALL.map(|service| ServiceSettings {
+        deadline: service_config(service).deadline.unwrap_or(config.upstream.deadline),
+    });
+    let mut background = Vec::new();
+    let consul = match config.discovery.mode {
+        DiscoveryMode::Static => None,
+        DiscoveryMode::Consul => Some(ConsulClient::new(
+            &config.consul.address,
+            config.consul.acl_token()?,
+            config.consul.datacenter.clone(),
+            config.consul.request_timeout,
+        )?),
+    };
+    let (transitions, flips) = match &consul {
+        Some(client) if config.consul.flip_health => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            (Some(tx), Some((client.clone(), rx)))
+        }
+        _ => (None, None),
+    };
+    let upstreams = Arc::new(Upstreams::new(
+        settings,
+        config.upstream.connect_timeout,
+        config.breaker.settings(),
+        transitions,
+    ));
+    if let Some((client, rx)) = flips {
+        background.push(tokio::spawn(flip::run(client, replica_name(), rx)));
+    }
+    let discovery: Arc<dyn Discovery> = match consul {
+        None => {
+            for service in Service::ALL {
+                let instances: Vec<(String, String)> = service_config(service)
+                    .addresses
+                    .into_iter()
+                    .map(|address| (address.clone(), address))
+                    .collect();
+                upstreams.replace(service, &instances)?;
+            }
+            Arc::new(StaticDiscovery)
+        }
+        Some(client) => {
+            let names = Service::ALL.map(|service| {
+                service_config(service)
+                    .consul_name
+                    .unwrap_or_else(|| service.consul_name().to_owned())
+            });
+            let watch = WatchSettings {
+                wait: config.consul.wait,
+                min_interval: config.consul.min_interval,
+                max_backoff: config.consul.max_backoff,
+            };
+            let (discovery, tasks) = ConsulDiscovery::start(client, upstreams.clone(), names, watch);
+            background.extend(tasks);
+            discovery
+        }
+    };
+    let state = Arc::new(AppState {
+        jwt,
+        upstreams,
+        discovery,
+        body_limit: config.http.body_limit,
+    });
+    let router = router(state.clone(), config)?;
+    Ok(Gateway {
+        state,
+        router,
+        background,
+    })
+}
+
+/// The token keys of `config`.
+pub fn jwt_keys(config: &Config) -> Result<JwtKeys, BuildError> {
+    let secret = config.jwt_secret()?;
+    Ok(JwtKeys::new(
+        &secret,
+        config.jwt.algorithm,
+        config.jwt.leeway,
+        TokenLifetimes {
+            student: config.jwt.student_lifetime,
+            other: config.jwt.other_lifetime,
+        },
+    ))
+}
+
+/// This replica's name in flip reasons: the container host name, else a random id.
+fn replica_name() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| uuid::Uuid::new_v4().simple().to_string()[..12].to_owned())
 }
 
 /// The full router: `/ping`, every endpoint of the table, envelope 404/405, and the
@@ -116,9 +188,15 @@ pub fn router(state: Arc<AppState>, config: &Config) -> Result<Router, BuildErro
         api = api.route(path, route);
     }
     let api = api.fallback(not_found).layer(cors(config));
-    let app = Router::new()
-        .route("/ping", get(ping).fallback(method_not_allowed))
-        .merge(api);
+    let mut app = Router::new().route("/ping", get(ping).fallback(method_not_allowed));
+    if let (DiscoveryMode::Consul, Some(token)) = (config.discovery.mode, &config.consul.webhook_token) {
+        let webhook = Arc::new(Webhook::new(token.clone(), state.discovery.clone()));
+        app = app.route(
+            "/events/types/consul-change",
+            post(webhook::handle).with_state(webhook).fallback(method_not_allowed),
+        );
+    }
+    let app = app.merge(api);
     // Outermost first: a panic anywhere becomes an envelope; every response carries a
     // fresh request id; Authorization is marked sensitive before anything logs.
     let layers = ServiceBuilder::new()

@@ -7,12 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::auth::jwt::JwtAlgorithm;
+use crate::upstream::breaker::BreakerSettings;
 use crate::upstream::Service;
 
 /// Prefix of environment overrides.
@@ -33,6 +35,144 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    #[serde(default)]
+    pub discovery: DiscoveryConfig,
+    #[serde(default)]
+    pub consul: ConsulConfig,
+}
+
+/// Per-instance circuit breaker numbers (decision 15).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Consecutive failed calls that open the breaker. Default 5.
+    #[serde(default = "defaults::five")]
+    pub failures: NonZeroU32,
+    /// How long it stays open before letting probes through. Default 60s.
+    #[serde(default = "defaults::open_for", with = "humantime_serde")]
+    pub open_for: Duration,
+    /// Consecutive successful probes that close it. Default 5.
+    #[serde(default = "defaults::five")]
+    pub successes: NonZeroU32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failures: defaults::five(),
+            open_for: defaults::open_for(),
+            successes: defaults::five(),
+        }
+    }
+}
+
+impl BreakerConfig {
+    /// The breaker's settings.
+    pub fn settings(&self) -> BreakerSettings {
+        BreakerSettings {
+            failures_to_open: self.failures.get(),
+            open_for: self.open_for,
+            successes_to_close: self.successes.get(),
+        }
+    }
+}
+
+/// Where instances come from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// `static` (the `upstream.services.*.addresses`) or `consul`. Default `static`.
+    #[serde(default)]
+    pub mode: DiscoveryMode,
+}
+
+/// Discovery mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoveryMode {
+    #[default]
+    Static,
+    Consul,
+}
+
+/// The Consul agent the gateway watches and flips health on.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsulConfig {
+    /// Agent HTTP address. Default `http://127.0.0.1:8500`.
+    #[serde(default = "defaults::consul_address")]
+    pub address: String,
+    /// ACL token, sent as `X-Consul-Token`. Prefer `token_file`.
+    pub token: Option<String>,
+    /// A file holding the ACL token (e.g. a docker secret).
+    pub token_file: Option<PathBuf>,
+    /// Datacenter to query; the agent's own when unset.
+    pub datacenter: Option<String>,
+    /// Longest wait of one blocking query (Consul caps it at 10m). Default 5m.
+    #[serde(default = "defaults::consul_wait", with = "humantime_serde")]
+    pub wait: Duration,
+    /// Least time between two queries of one service (rate limit of the watch
+    /// loop). Default 100ms.
+    #[serde(default = "defaults::consul_min_interval", with = "humantime_serde")]
+    pub min_interval: Duration,
+    /// Timeout of non-blocking calls (health flips, registrations). Default 5s.
+    #[serde(default = "defaults::consul_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Upper bound of the error back-off. Default 30s.
+    #[serde(default = "defaults::consul_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Shared token that `consul watch` must send in `X-Gateway-Token` to
+    /// `POST /events/types/consul-change`; the webhook is disabled when unset.
+    pub webhook_token: Option<String>,
+    /// Mark an instance critical in Consul while its breaker is open. Default true.
+    #[serde(default = "defaults::yes")]
+    pub flip_health: bool,
+}
+
+impl std::fmt::Debug for ConsulConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsulConfig")
+            .field("address", &self.address)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("datacenter", &self.datacenter)
+            .field("wait", &self.wait)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ConsulConfig {
+    fn default() -> Self {
+        Self {
+            address: defaults::consul_address(),
+            token: None,
+            token_file: None,
+            datacenter: None,
+            wait: defaults::consul_wait(),
+            min_interval: defaults::consul_min_interval(),
+            request_timeout: defaults::consul_timeout(),
+            max_backoff: defaults::consul_max_backoff(),
+            webhook_token: None,
+            flip_health: true,
+        }
+    }
+}
+
+impl ConsulConfig {
+    /// The ACL token, reading `token_file` when set.
+    pub fn acl_token(&self) -> Result<Option<String>, ConfigError> {
+        match (&self.token, &self.token_file) {
+            (Some(token), _) => Ok(Some(token.clone())),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|t| Some(t.trim().to_owned()))
+                .map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                }),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// Token verification and issuing.
@@ -140,6 +280,8 @@ pub struct ServiceConfig {
     /// Deadline of one call to this service; default `upstream.deadline`.
     #[serde(default, with = "humantime_serde")]
     pub deadline: Option<Duration>,
+    /// The service's name in Consul; default `DMS.SMS.v1.service.<service>`.
+    pub consul_name: Option<String>,
 }
 
 /// Log output.
@@ -205,6 +347,30 @@ mod defaults {
     }
     pub fn log_level() -> String {
         "info".to_owned()
+    }
+    pub fn five() -> std::num::NonZeroU32 {
+        std::num::NonZeroU32::MIN.saturating_add(4)
+    }
+    pub fn open_for() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn consul_address() -> String {
+        "http://127.0.0.1:8500".to_owned()
+    }
+    pub fn consul_wait() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn consul_min_interval() -> Duration {
+        Duration::from_millis(100)
+    }
+    pub fn consul_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn consul_max_backoff() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn yes() -> bool {
+        true
     }
 }
 
@@ -304,13 +470,21 @@ impl Config {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
+        if self.breaker.open_for.is_zero() {
+            return Err(invalid("breaker.open_for", "must be greater than 0"));
+        }
+        let consul = self.discovery.mode == DiscoveryMode::Consul;
+        if consul {
+            self.validate_consul()?;
+        }
         for service in Service::ALL {
             let key = format!("upstream.services.{service}");
-            let Some(cfg) = self.upstream.services.get(&service) else {
-                return Err(invalid(key, "missing: every service needs its addresses"));
-            };
-            if cfg.addresses.is_empty() {
-                return Err(invalid(format!("{key}.addresses"), "needs at least one address"));
+            let cfg = self.upstream.services.get(&service).cloned().unwrap_or_default();
+            if !consul && cfg.addresses.is_empty() {
+                return Err(invalid(
+                    format!("{key}.addresses"),
+                    "needs at least one address (or discovery.mode = \"consul\")",
+                ));
             }
             for address in &cfg.addresses {
                 check_address(address).map_err(|reason| invalid(format!("{key}.addresses"), reason))?;
@@ -318,6 +492,26 @@ impl Config {
             if cfg.deadline.is_some_and(|d| d.is_zero()) {
                 return Err(invalid(format!("{key}.deadline"), "must be greater than 0"));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_consul(&self) -> Result<(), ConfigError> {
+        let consul = &self.consul;
+        if !(consul.address.starts_with("http://") || consul.address.starts_with("https://")) {
+            return Err(invalid("consul.address", "must start with http:// or https://"));
+        }
+        if consul.wait.is_zero() || consul.wait > Duration::from_secs(600) {
+            return Err(invalid("consul.wait", "must be between 1ms and 10m"));
+        }
+        if consul.request_timeout.is_zero() {
+            return Err(invalid("consul.request_timeout", "must be greater than 0"));
+        }
+        if consul.token.is_some() && consul.token_file.is_some() {
+            return Err(invalid("consul.token", "set either consul.token or consul.token_file, not both"));
+        }
+        if consul.webhook_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(invalid("consul.webhook_token", "must be at least 16 characters"));
         }
         Ok(())
     }

@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sms_gateway::app::{self, AppState};
+use sms_gateway::app;
 use sms_gateway::config::{Config, LogFormat, ProcessEnv};
 use sms_gateway::reference::{self, Options, Shared};
 use sms_gateway::upstream::Service;
@@ -89,16 +88,14 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Token { uuid, config } => {
             let config = Config::load(config.as_deref(), &ProcessEnv).context("configuration")?;
-            let state = AppState::from_config(&config)?;
-            println!("{}", state.jwt.issue(&uuid)?);
+            println!("{}", app::jwt_keys(&config)?.issue(&uuid)?);
             Ok(())
         }
         Command::CheckConfig { config: path } => {
             let config = Config::load(Some(&path), &ProcessEnv).context("configuration")?;
-            // Building the state and router runs every start-up check (secret, addresses,
-            // endpoint table) without listening.
-            let state = Arc::new(AppState::from_config(&config)?);
-            let _router = app::router(state, &config)?;
+            // Building the gateway runs every start-up check (secret, addresses, endpoint
+            // table) without listening.
+            drop(app::build(&config)?);
             println!("{}: ok", path.display());
             Ok(())
         }
@@ -115,11 +112,10 @@ fn init_logs(format: LogFormat, level: &str) {
 }
 
 async fn gateway(config: Config, listener: TcpListener) -> Result<()> {
-    let state = Arc::new(AppState::from_config(&config)?);
-    let router = app::router(state, &config)?;
+    let gateway = app::build(&config)?;
     let address = listener.local_addr()?;
-    tracing::info!(%address, "gateway listening");
-    app::serve(listener, router, app::shutdown_signal(), config.http.shutdown_grace).await?;
+    tracing::info!(%address, discovery = ?config.discovery.mode, "gateway listening");
+    app::serve(listener, gateway.router.clone(), app::shutdown_signal(), config.http.shutdown_grace).await?;
     tracing::info!("gateway stopped");
     Ok(())
 }

@@ -6,7 +6,6 @@
 //! data and an [`Adapter`]; they never reorder or repeat these stages.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{FromRequestParts, RawPathParams, Request};
 use axum::http::{StatusCode, header};
@@ -22,7 +21,7 @@ use crate::endpoints::{Adapter, Call, Endpoint, Idempotency, InBand, PathParams,
 use crate::http::error::json_content_type;
 use crate::http::{GatewayError, input};
 use crate::upstream::CallMeta;
-use crate::upstream::call::unary;
+use crate::upstream::call::Target;
 
 /// Per-request values every stage may read.
 pub struct RequestContext {
@@ -56,6 +55,18 @@ struct Typed<A> {
     path: PathAndQuery,
 }
 
+impl<A> Typed<A> {
+    fn target(&self, endpoint: &Endpoint) -> Target {
+        Target {
+            service: endpoint.service,
+            rpc: endpoint.rpc.name,
+            path: self.path.clone(),
+            deadline: endpoint.deadline,
+            retry_unsent: endpoint.idempotency == Idempotency::Read,
+        }
+    }
+}
+
 impl<A: Adapter> Handler for Typed<A> {
     fn run<'a>(
         &'a self,
@@ -72,7 +83,7 @@ impl<A: Adapter> Handler for Typed<A> {
                 jwt: &state.jwt,
             };
             let message = self.adapter.request(&call, input);
-            let reply: A::Reply = call_upstream(state, endpoint, &self.path, message, &ctx.meta).await?;
+            let reply: A::Reply = state.upstreams.call(&self.target(endpoint), message, &ctx.meta).await?;
             let status = success_status(endpoint.rpc.name, &reply)?;
             let success = self.adapter.success(&call, reply)?;
             Ok(success_response(status, success))
@@ -147,35 +158,6 @@ where
         .validate()
         .map_err(|errors| GatewayError::integrity(crate::endpoints::rules::describe::<T>(&errors)))?;
     Ok(input)
-}
-
-/// Picks an instance and calls it; a read whose first attempt never reached an instance
-/// is tried once more on another one (decision 14).
-async fn call_upstream<Req, Rep>(
-    state: &AppState,
-    endpoint: &Endpoint,
-    path: &PathAndQuery,
-    message: Req,
-    meta: &CallMeta,
-) -> Result<Rep, GatewayError>
-where
-    Req: prost::Message + Clone + Send + 'static,
-    Rep: prost::Message + Default + Send + 'static,
-{
-    let settings = state.upstreams.settings(endpoint.service);
-    let deadline: Duration = endpoint.deadline.unwrap_or(settings.deadline);
-    let node = state.upstreams.pick(endpoint.service, None)?;
-    let retry = (endpoint.idempotency == Idempotency::Read).then(|| message.clone());
-    let first = unary(&node, endpoint.rpc.name, path.clone(), message, meta, deadline).await;
-    match (first, retry) {
-        (Err(err), Some(message)) if !err.was_sent() => {
-            let Ok(other) = state.upstreams.pick(endpoint.service, Some(&node)) else {
-                return Err(err);
-            };
-            unary(&other, endpoint.rpc.name, path.clone(), message, meta, deadline).await
-        }
-        (result, _) => result,
-    }
 }
 
 /// A 2xx in-band status is a success (decision 3); any other valid status is relayed;

@@ -1,16 +1,20 @@
-//! One gRPC call to a service: pick an instance, send with a deadline and the contract's
-//! metadata (`x-request-id`, `span-context`), classify the failure (spec §2.5, decisions
-//! 14, 16 and 18).
+//! Calling a service: pick an instance (round robin, skipping open breakers), pass its
+//! breaker, send with a deadline and the contract's metadata (`x-request-id`,
+//! `span-context`), classify the result (spec §2.5, decisions 14, 15, 16 and 18).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tonic::metadata::MetadataValue;
 use tonic_prost::ProstCodec;
 
 use super::Service;
-use super::pool::{Node, ServicePool};
+use super::breaker::{Breaker, BreakerSettings, Outcome, Transition};
+use super::pool::{NoPick, Node, ServicePool};
 use crate::http::GatewayError;
 
 /// Per-service call settings.
@@ -29,17 +33,56 @@ pub struct CallMeta {
     pub span_context: String,
 }
 
-/// All services' pools and settings.
+/// What to call.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub service: Service,
+    /// RPC name for messages.
+    pub rpc: &'static str,
+    pub path: PathAndQuery,
+    /// Overrides the service's deadline.
+    pub deadline: Option<Duration>,
+    /// Whether a call that never reached an instance may be tried once on another
+    /// (decision 14: reads only).
+    pub retry_unsent: bool,
+}
+
+/// A breaker transition of one instance, for the Consul health flip.
+#[derive(Debug, Clone)]
+pub struct NodeTransition {
+    pub service: Service,
+    pub node: Arc<Node>,
+    pub transition: Transition,
+}
+
+/// All services' pools, their settings, and the instances' breakers.
 #[derive(Debug)]
 pub struct Upstreams {
     pools: [ServicePool; 5],
     settings: [ServiceSettings; 5],
+    connect_timeout: Duration,
+    breaker_settings: BreakerSettings,
+    /// Breakers by instance id, so they outlive node-list changes.
+    breakers: Mutex<HashMap<String, Arc<Breaker>>>,
+    transitions: Option<mpsc::UnboundedSender<NodeTransition>>,
 }
 
 impl Upstreams {
-    /// Upstreams with the given pools and settings, in [`Service::ALL`] order.
-    pub fn new(pools: [ServicePool; 5], settings: [ServiceSettings; 5]) -> Self {
-        Self { pools, settings }
+    /// Upstreams with empty pools.
+    pub fn new(
+        settings: [ServiceSettings; 5],
+        connect_timeout: Duration,
+        breaker_settings: BreakerSettings,
+        transitions: Option<mpsc::UnboundedSender<NodeTransition>>,
+    ) -> Self {
+        Self {
+            pools: Default::default(),
+            settings,
+            connect_timeout,
+            breaker_settings,
+            breakers: Mutex::new(HashMap::new()),
+            transitions,
+        }
     }
 
     /// The pool of `service`.
@@ -52,14 +95,126 @@ impl Upstreams {
         self.settings[service.index()]
     }
 
-    /// Picks the next instance of `service`, skipping `avoid`.
-    pub fn pick(&self, service: Service, avoid: Option<&Node>) -> Result<Arc<Node>, GatewayError> {
+    /// Replaces the node list of `service` with `instances` (id, address), keeping the
+    /// existing nodes (and their channels) of unchanged instances. Returns whether the
+    /// list changed.
+    pub fn replace(&self, service: Service, instances: &[(String, String)]) -> Result<bool, tonic::transport::Error> {
+        let pool = self.pool(service);
+        let current = pool.snapshot();
+        let same = current.loaded
+            && current.nodes.len() == instances.len()
+            && current
+                .nodes
+                .iter()
+                .zip(instances)
+                .all(|(node, (id, address))| node.id == *id && node.address == *address);
+        if same {
+            return Ok(false);
+        }
+        let mut nodes = Vec::with_capacity(instances.len());
+        for (id, address) in instances {
+            let existing = current
+                .nodes
+                .iter()
+                .find(|node| node.id == *id && node.address == *address);
+            let node = match existing {
+                Some(node) => node.clone(),
+                None => Arc::new(Node::new(id.clone(), address.clone(), self.connect_timeout, self.breaker(id))?),
+            };
+            nodes.push(node);
+        }
+        pool.replace(nodes);
+        Ok(true)
+    }
+
+    /// The breaker of instance `id`, created on first use.
+    pub fn breaker(&self, id: &str) -> Arc<Breaker> {
+        let mut breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        breakers
+            .entry(id.to_owned())
+            .or_insert_with(|| Arc::new(Breaker::new(self.breaker_settings)))
+            .clone()
+    }
+
+    /// Calls `target` with `message`; see the module doc.
+    pub async fn call<Req, Rep>(&self, target: &Target, message: Req, meta: &CallMeta) -> Result<Rep, GatewayError>
+    where
+        Req: prost::Message + Clone + Send + 'static,
+        Rep: prost::Message + Default + Send + 'static,
+    {
+        let deadline = target.deadline.unwrap_or(self.settings(target.service).deadline);
+        let node = self.pick(target.service, None)?;
+        let retry = target.retry_unsent.then(|| message.clone());
+        let first = self.call_node(target, &node, message, meta, deadline).await;
+        match (first, retry) {
+            (Err(err), Some(message)) if !err.was_sent() => match self.pick(target.service, Some(&node)) {
+                Ok(other) => self.call_node(target, &other, message, meta, deadline).await,
+                Err(_) => Err(err),
+            },
+            (result, _) => result,
+        }
+    }
+
+    /// The next instance whose breaker admits calls, skipping `avoid`.
+    fn pick(&self, service: Service, avoid: Option<&Node>) -> Result<Arc<Node>, GatewayError> {
+        let now = Instant::now();
         self.pool(service)
-            .pick(|node| avoid.is_none_or(|a| a.id != node.id))
-            .ok_or_else(|| GatewayError::NoHealthyInstance {
-                service: service.as_str(),
-                detail: "no passing instance".to_owned(),
+            .pick(|node| avoid.is_none_or(|a| a.id != node.id) && node.breaker.admits(now))
+            .map_err(|no_pick| match no_pick {
+                NoPick::Empty => GatewayError::NoHealthyInstance {
+                    service: service.as_str(),
+                    detail: "no passing instance".to_owned(),
+                },
+                NoPick::AllRefused(node) => GatewayError::BreakerOpen {
+                    instance: node.id.clone(),
+                    open_for: node.breaker.open_until().map_or(Duration::ZERO, |until| until - now),
+                },
             })
+    }
+
+    async fn call_node<Req, Rep>(
+        &self,
+        target: &Target,
+        node: &Arc<Node>,
+        message: Req,
+        meta: &CallMeta,
+        deadline: Duration,
+    ) -> Result<Rep, GatewayError>
+    where
+        Req: prost::Message + Send + 'static,
+        Rep: prost::Message + Default + Send + 'static,
+    {
+        let (permit, transition) = node
+            .breaker
+            .admit(Instant::now())
+            .map_err(|open_for| GatewayError::BreakerOpen {
+                instance: node.id.clone(),
+                open_for,
+            })?;
+        self.report(target.service, node, transition);
+        let result = unary(node, target.rpc, target.path.clone(), message, meta, deadline).await;
+        let transition = node.breaker.record(permit, Outcome::of(&result), Instant::now());
+        self.report(target.service, node, transition);
+        result
+    }
+
+    fn report(&self, service: Service, node: &Arc<Node>, transition: Option<Transition>) {
+        let Some(transition) = transition else {
+            return;
+        };
+        match transition {
+            Transition::Opened { .. } => tracing::warn!(%service, instance = %node.id, address = %node.address, "circuit breaker opened"),
+            Transition::HalfOpened => tracing::info!(%service, instance = %node.id, "circuit breaker half-open"),
+            Transition::Closed => tracing::info!(%service, instance = %node.id, "circuit breaker closed"),
+        }
+        if let Some(sender) = &self.transitions {
+            // The receiver lives as long as the gateway; a send after shutdown is moot.
+            let _ignored = sender.send(NodeTransition {
+                service,
+                node: node.clone(),
+                transition,
+            });
+        }
     }
 }
 
@@ -110,7 +265,7 @@ fn classify(rpc: &'static str, node: &Node, status: &tonic::Status) -> GatewayEr
     use tonic::Code;
     match status.code() {
         Code::DeadlineExceeded | Code::Cancelled => GatewayError::Deadline { rpc, sent: true },
-        // A transport failure to connect surfaces as UNAVAILABLE before anything was sent.
+        // A failure to connect surfaces as UNAVAILABLE before anything was sent.
         Code::Unavailable if is_connect_error(status) => GatewayError::NoHealthyInstance {
             service: rpc,
             detail: format!("instance {} is not reachable: {}", node.address, status.message()),

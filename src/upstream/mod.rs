@@ -1,8 +1,14 @@
-//! Upstream side: which instances a service has ([`pool`]), and the gRPC call to one of
-//! them with its deadline and metadata ([`call`]).
+//! Upstream side: which instances a service has ([`pool`], kept current by
+//! [`discovery`] from static addresses or Consul), the per-instance [`breaker`] and its
+//! Consul health [`flip`], and the gRPC [`call`] with its deadline and metadata.
 
+pub mod breaker;
 pub mod call;
+pub mod consul;
+pub mod discovery;
+pub mod flip;
 pub mod pool;
+pub mod webhook;
 
 use std::fmt;
 

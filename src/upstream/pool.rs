@@ -8,6 +8,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tonic::transport::{Channel, Endpoint};
 
+use super::breaker::Breaker;
+
 /// One backend instance and its reusable HTTP/2 channel.
 #[derive(Debug)]
 pub struct Node {
@@ -17,18 +19,30 @@ pub struct Node {
     pub address: String,
     /// Created once per instance; every call to the instance reuses it.
     pub channel: Channel,
+    /// The instance's breaker, kept by id across node-list changes.
+    pub breaker: Arc<Breaker>,
 }
 
 impl Node {
     /// A node whose channel connects lazily, on first use, within `connect_timeout`.
-    pub fn new(id: String, address: String, connect_timeout: Duration) -> Result<Self, tonic::transport::Error> {
+    pub fn new(
+        id: String,
+        address: String,
+        connect_timeout: Duration,
+        breaker: Arc<Breaker>,
+    ) -> Result<Self, tonic::transport::Error> {
         let channel = Endpoint::from_shared(format!("http://{address}"))?
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true)
             .connect_lazy();
-        Ok(Self { id, address, channel })
+        Ok(Self {
+            id,
+            address,
+            channel,
+            breaker,
+        })
     }
 }
 
@@ -66,19 +80,29 @@ impl ServicePool {
     }
 
     /// The next node in round-robin order, skipping nodes `accept` refuses (for
-    /// example ones whose breaker is open). `None` when no node is acceptable.
-    pub fn pick(&self, accept: impl Fn(&Node) -> bool) -> Option<Arc<Node>> {
+    /// example ones whose breaker is open).
+    pub fn pick(&self, accept: impl Fn(&Node) -> bool) -> Result<Arc<Node>, NoPick> {
         let list = self.list.load();
         let len = list.nodes.len();
         if len == 0 {
-            return None;
+            return Err(NoPick::Empty);
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..len)
             .map(|offset| &list.nodes[(start + offset) % len])
             .find(|node| accept(node))
             .cloned()
+            .ok_or_else(|| NoPick::AllRefused(list.nodes[start % len].clone()))
     }
+}
+
+/// Why no node was picked.
+#[derive(Debug)]
+pub enum NoPick {
+    /// The list is empty (or never loaded).
+    Empty,
+    /// Every node was refused; one of them, for the error message.
+    AllRefused(Arc<Node>),
 }
 
 #[cfg(test)]
@@ -89,7 +113,8 @@ mod tests {
         (0..n)
             .map(|i| {
                 let addr = format!("127.0.0.1:{}", 40000 + i);
-                Arc::new(Node::new(addr.clone(), addr, Duration::from_secs(1)).expect("node"))
+                let breaker = Arc::new(Breaker::new(Default::default()));
+                Arc::new(Node::new(addr.clone(), addr, Duration::from_secs(1), breaker).expect("node"))
             })
             .collect()
     }
@@ -97,7 +122,7 @@ mod tests {
     #[tokio::test]
     async fn round_robin_visits_every_node_in_turn() {
         let pool = ServicePool::new(nodes(3));
-        let picks: Vec<String> = (0..6).filter_map(|_| pool.pick(|_| true)).map(|n| n.id.clone()).collect();
+        let picks: Vec<String> = (0..6).filter_map(|_| pool.pick(|_| true).ok()).map(|n| n.id.clone()).collect();
         assert_eq!(picks[0..3], picks[3..6]);
         let mut first = picks[0..3].to_vec();
         first.sort();
@@ -113,8 +138,8 @@ mod tests {
             let node = pool.pick(|n| n.id != refused).expect("one acceptable");
             assert_ne!(node.id, refused);
         }
-        assert!(pool.pick(|_| false).is_none());
-        assert!(ServicePool::default().pick(|_| true).is_none());
+        assert!(matches!(pool.pick(|_| false), Err(NoPick::AllRefused(_))));
+        assert!(matches!(ServicePool::default().pick(|_| true), Err(NoPick::Empty)));
         assert!(!ServicePool::default().snapshot().loaded);
     }
 }

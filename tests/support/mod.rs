@@ -4,9 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use sms_gateway::app::{self, AppState};
+use sms_gateway::app;
 use sms_gateway::auth::{JwtKeys, TokenLifetimes};
 use sms_gateway::config::Config;
 use sms_gateway::reference::{self, Options, Shared};
@@ -14,6 +13,7 @@ use sms_gateway::upstream::Service;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+#[allow(unused_imports)]
 pub use sms_gateway::reference::seed;
 
 /// The test secret (never used outside tests).
@@ -28,6 +28,8 @@ pub struct Gateway {
     pub services: Vec<reference::Running>,
     keys: JwtKeys,
     stop: Option<oneshot::Sender<()>>,
+    /// The built gateway (state, background tasks).
+    pub gateway: app::Gateway,
 }
 
 /// Config text for the given service addresses.
@@ -35,7 +37,10 @@ pub fn config_text(addresses: &BTreeMap<Service, Vec<String>>) -> String {
     let mut text = format!("[jwt]\nsecret = \"{SECRET}\"\n[log]\nformat = \"text\"\n");
     for (service, addrs) in addresses {
         let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
-        text.push_str(&format!("[upstream.services.{service}]\naddresses = [{}]\n", list.join(", ")));
+        text.push_str(&format!(
+            "[upstream.services.{service}]\naddresses = [{}]\n",
+            list.join(", ")
+        ));
     }
     text
 }
@@ -49,7 +54,9 @@ impl Gateway {
     /// Like [`Gateway::start`], with service options and a config tweak.
     pub async fn start_with(options: Options, tweak: impl FnOnce(&mut Config)) -> Self {
         let shared = Shared::seeded();
-        let services = reference::spawn_all(None, &shared, &options).await.expect("reference services");
+        let services = reference::spawn_all(None, &shared, &options)
+            .await
+            .expect("reference services");
         let addresses: BTreeMap<Service, Vec<String>> = services
             .iter()
             .map(|r| (r.service, vec![r.address.to_string()]))
@@ -61,12 +68,17 @@ impl Gateway {
     }
 
     /// A gateway in front of the given addresses (no reference services of its own).
-    pub async fn start_for(addresses: &BTreeMap<Service, Vec<String>>, tweak: impl FnOnce(&mut Config)) -> Self {
-        let mut config = Config::from_toml(&config_text(addresses), &BTreeMap::<String, String>::new()).expect("config");
+    pub async fn start_for(
+        addresses: &BTreeMap<Service, Vec<String>>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let mut config =
+            Config::from_toml(&config_text(addresses), &BTreeMap::<String, String>::new())
+                .expect("config");
         tweak(&mut config);
         config.validate().expect("tweaked config");
-        let state = Arc::new(AppState::from_config(&config).expect("state"));
-        let router = app::router(state, &config).expect("router");
+        let gateway = app::build(&config).expect("gateway");
+        let router = gateway.router.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -78,7 +90,12 @@ impl Gateway {
             },
             config.http.shutdown_grace,
         ));
-        let keys = JwtKeys::new(SECRET.as_bytes(), config.jwt.algorithm, config.jwt.leeway, TokenLifetimes::default());
+        let keys = JwtKeys::new(
+            SECRET.as_bytes(),
+            config.jwt.algorithm,
+            config.jwt.leeway,
+            TokenLifetimes::default(),
+        );
         Self {
             base: format!("http://{address}"),
             address,
@@ -87,6 +104,7 @@ impl Gateway {
             services: Vec::new(),
             keys,
             stop: Some(stop),
+            gateway,
         }
     }
 
