@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sms_gateway::app;
 use sms_gateway::config::{Config, LogFormat, ProcessEnv};
-use sms_gateway::reference::{self, Options, Shared};
+use sms_gateway::reference::{self, Options, Shared, registration};
+use sms_gateway::upstream::consul::ConsulClient;
 use sms_gateway::upstream::Service;
 use tokio::net::TcpListener;
 
@@ -45,6 +46,16 @@ enum Command {
         /// Address to bind (use 0.0.0.0 inside a container).
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
+        /// Register each service in this Consul agent (e.g. http://127.0.0.1:8500), keep
+        /// its TTL check alive, and deregister on shutdown.
+        #[arg(long)]
+        consul: Option<String>,
+        /// ACL token for Consul.
+        #[arg(long, env = "SMS_CONSUL_TOKEN", hide_env_values = true)]
+        consul_token: Option<String>,
+        /// Address to register (default: the local address that reaches Consul).
+        #[arg(long)]
+        advertise: Option<std::net::IpAddr>,
     },
     /// Mint a token for a uuid with the configured secret.
     Token {
@@ -82,9 +93,20 @@ async fn run(command: Command) -> Result<()> {
                 .with_context(|| format!("binding {}", config.listen))?;
             gateway(config, listener).await
         }
-        Command::Services { listen_base, host } => {
+        Command::Services {
+            listen_base,
+            host,
+            consul,
+            consul_token,
+            advertise,
+        } => {
             init_logs(LogFormat::Json, "info");
-            services(listen_base, &host).await
+            let registry = consul.map(|url| Registry {
+                url,
+                token: consul_token,
+                advertise,
+            });
+            services(listen_base, &host, registry).await
         }
         Command::Token { uuid, config } => {
             let config = Config::load(config.as_deref(), &ProcessEnv).context("configuration")?;
@@ -120,7 +142,14 @@ async fn gateway(config: Config, listener: TcpListener) -> Result<()> {
     Ok(())
 }
 
-async fn services(base: u16, host: &str) -> Result<()> {
+/// Where the reference services register themselves.
+struct Registry {
+    url: String,
+    token: Option<String>,
+    advertise: Option<std::net::IpAddr>,
+}
+
+async fn services(base: u16, host: &str, registry: Option<Registry>) -> Result<()> {
     let shared = Shared::seeded();
     let mut running = Vec::new();
     for (offset, service) in Service::ALL.into_iter().enumerate() {
@@ -132,7 +161,29 @@ async fn services(base: u16, host: &str) -> Result<()> {
         tracing::info!(%service, address = %service_running.address, "reference service listening");
         running.push(service_running);
     }
+    let mut registered = Vec::new();
+    let consul = match &registry {
+        Some(registry) => {
+            let client = ConsulClient::new(&registry.url, registry.token.clone(), None, Duration::from_secs(5))?;
+            let ip = registry
+                .advertise
+                .or_else(|| registration::local_address_towards(&registry.url))
+                .context("cannot tell which address to register; pass --advertise")?;
+            for service in &running {
+                let advertise = SocketAddr::new(ip, service.address.port());
+                registered.push(registration::register(&client, service.service, advertise).await?);
+                tracing::info!(service = %service.service, %advertise, "registered in consul");
+            }
+            Some(client)
+        }
+        None => None,
+    };
     app::shutdown_signal().await;
+    if let Some(client) = &consul {
+        for entry in registered {
+            registration::deregister(client, entry).await;
+        }
+    }
     for service in running {
         service.task.abort();
     }

@@ -12,6 +12,7 @@ pub mod club;
 pub mod directory;
 pub mod metadata;
 pub mod outing;
+pub mod registration;
 pub mod schedule;
 pub mod seed;
 
