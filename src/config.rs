@@ -646,3 +646,14 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../config/example.toml");
+        Config::from_toml(text, &BTreeMap::<String, String>::new()).expect("config/example.toml is valid");
+    }
+}
