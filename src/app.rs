@@ -77,9 +77,18 @@ impl Drop for Gateway {
 /// the health flip, so it must run inside a tokio runtime.
 pub fn build(config: &Config) -> Result<Gateway, BuildError> {
     let jwt = jwt_keys(config)?;
-    let service_config = |service: Service| config.upstream.services.get(&service).cloned().unwrap_or_default();
+    let service_config = |service: Service| {
+        config
+            .upstream
+            .services
+            .get(&service)
+            .cloned()
+            .unwrap_or_default()
+    };
     let settings = Service::ALL.map(|service| ServiceSettings {
-        deadline: service_config(service).deadline.unwrap_or(config.upstream.deadline),
+        deadline: service_config(service)
+            .deadline
+            .unwrap_or(config.upstream.deadline),
     });
     let mut background = Vec::new();
     let consul = match config.discovery.mode {
@@ -130,7 +139,8 @@ pub fn build(config: &Config) -> Result<Gateway, BuildError> {
                 min_interval: config.consul.min_interval,
                 max_backoff: config.consul.max_backoff,
             };
-            let (discovery, tasks) = ConsulDiscovery::start(client, upstreams.clone(), names, watch);
+            let (discovery, tasks) =
+                ConsulDiscovery::start(client, upstreams.clone(), names, watch);
             background.extend(tasks);
             discovery
         }
@@ -165,7 +175,8 @@ pub fn jwt_keys(config: &Config) -> Result<JwtKeys, BuildError> {
 
 /// This replica's name in flip reasons: the container host name, else a random id.
 fn replica_name() -> String {
-    std::env::var("HOSTNAME").unwrap_or_else(|_| uuid::Uuid::new_v4().simple().to_string()[..12].to_owned())
+    std::env::var("HOSTNAME")
+        .unwrap_or_else(|_| uuid::Uuid::new_v4().simple().to_string()[..12].to_owned())
 }
 
 /// The full router: `/ping`, every endpoint of the table, envelope 404/405, and the
@@ -179,7 +190,9 @@ pub fn router(state: Arc<AppState>, config: &Config) -> Result<Router, BuildErro
         let filter = method_filter(&endpoint.method);
         let path = endpoint.path;
         let state = state.clone();
-        let handler = move |request: Request| crate::pipeline::serve(state.clone(), endpoint.clone(), request);
+        let handler = move |request: Request| {
+            crate::pipeline::serve(state.clone(), endpoint.clone(), request)
+        };
         let route = by_path.remove(path).unwrap_or_default().on(filter, handler);
         by_path.insert(path, route.fallback(method_not_allowed));
     }
@@ -189,11 +202,15 @@ pub fn router(state: Arc<AppState>, config: &Config) -> Result<Router, BuildErro
     }
     let api = api.fallback(not_found).layer(cors(config));
     let mut app = Router::new().route("/ping", get(ping).fallback(method_not_allowed));
-    if let (DiscoveryMode::Consul, Some(token)) = (config.discovery.mode, &config.consul.webhook_token) {
+    if let (DiscoveryMode::Consul, Some(token)) =
+        (config.discovery.mode, &config.consul.webhook_token)
+    {
         let webhook = Arc::new(Webhook::new(token.clone(), state.discovery.clone()));
         app = app.route(
             "/events/types/consul-change",
-            post(webhook::handle).with_state(webhook).fallback(method_not_allowed),
+            post(webhook::handle)
+                .with_state(webhook)
+                .fallback(method_not_allowed),
         );
     }
     let app = app.merge(api);
@@ -204,7 +221,9 @@ pub fn router(state: Arc<AppState>, config: &Config) -> Result<Router, BuildErro
         .layer(middleware::map_request(drop_client_request_id))
         .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), MakeUuid))
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
-        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+        ]))
         .layer(middleware::from_fn(access_log));
     Ok(app.layer(layers))
 }
@@ -231,17 +250,30 @@ fn cors(config: &Config) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(allow_origin)
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::HEAD])
-        .allow_headers([header::ORIGIN, header::CONTENT_LENGTH, header::CONTENT_TYPE, header::AUTHORIZATION])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::HEAD,
+        ])
+        .allow_headers([
+            header::ORIGIN,
+            header::CONTENT_LENGTH,
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+        ])
         .expose_headers([X_REQUEST_ID.clone()])
         .max_age(Duration::from_secs(12 * 3600))
 }
 
 async fn ping() -> Response {
     let mut response = "\"pong\"".into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, crate::http::error::json_content_type());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        crate::http::error::json_content_type(),
+    );
     response
 }
 
@@ -309,8 +341,11 @@ pub async fn serve(
         shutdown.await;
         let _sent = stop_tx.send(true);
     };
-    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(signalled);
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(signalled);
     let mut stop = stop_rx;
     let deadline = async move {
         // Resolves `grace` after the shutdown signal.

@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::jwt::JwtAlgorithm;
-use crate::upstream::breaker::BreakerSettings;
 use crate::upstream::Service;
+use crate::upstream::breaker::BreakerSettings;
 
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "SMS_";
@@ -447,8 +447,18 @@ impl Config {
     /// Checks every value that serde cannot: secrets, addresses, limits.
     pub fn validate(&self) -> Result<(), ConfigError> {
         match (&self.jwt.secret, &self.jwt.secret_file) {
-            (Some(_), Some(_)) => return Err(invalid("jwt.secret", "set either jwt.secret or jwt.secret_file, not both")),
-            (None, None) => return Err(invalid("jwt.secret", "a secret is required (jwt.secret, jwt.secret_file or SMS_JWT__SECRET)")),
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "jwt.secret",
+                    "set either jwt.secret or jwt.secret_file, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "jwt.secret",
+                    "a secret is required (jwt.secret, jwt.secret_file or SMS_JWT__SECRET)",
+                ));
+            }
             (Some(secret), None) if secret.len() < 32 => {
                 return Err(invalid("jwt.secret", "must be at least 32 bytes"));
             }
@@ -459,7 +469,10 @@ impl Config {
         }
         for origin in &self.http.cors_origins {
             if origin != "*" && http::HeaderValue::from_str(origin).is_err() {
-                return Err(invalid("http.cors_origins", format!("{origin:?} is not a valid origin")));
+                return Err(invalid(
+                    "http.cors_origins",
+                    format!("{origin:?} is not a valid origin"),
+                ));
             }
         }
         for (key, value) in [
@@ -479,7 +492,12 @@ impl Config {
         }
         for service in Service::ALL {
             let key = format!("upstream.services.{service}");
-            let cfg = self.upstream.services.get(&service).cloned().unwrap_or_default();
+            let cfg = self
+                .upstream
+                .services
+                .get(&service)
+                .cloned()
+                .unwrap_or_default();
             if !consul && cfg.addresses.is_empty() {
                 return Err(invalid(
                     format!("{key}.addresses"),
@@ -487,7 +505,8 @@ impl Config {
                 ));
             }
             for address in &cfg.addresses {
-                check_address(address).map_err(|reason| invalid(format!("{key}.addresses"), reason))?;
+                check_address(address)
+                    .map_err(|reason| invalid(format!("{key}.addresses"), reason))?;
             }
             if cfg.deadline.is_some_and(|d| d.is_zero()) {
                 return Err(invalid(format!("{key}.deadline"), "must be greater than 0"));
@@ -499,7 +518,10 @@ impl Config {
     fn validate_consul(&self) -> Result<(), ConfigError> {
         let consul = &self.consul;
         if !(consul.address.starts_with("http://") || consul.address.starts_with("https://")) {
-            return Err(invalid("consul.address", "must start with http:// or https://"));
+            return Err(invalid(
+                "consul.address",
+                "must start with http:// or https://",
+            ));
         }
         if consul.wait.is_zero() || consul.wait > Duration::from_secs(600) {
             return Err(invalid("consul.wait", "must be between 1ms and 10m"));
@@ -508,10 +530,16 @@ impl Config {
             return Err(invalid("consul.request_timeout", "must be greater than 0"));
         }
         if consul.token.is_some() && consul.token_file.is_some() {
-            return Err(invalid("consul.token", "set either consul.token or consul.token_file, not both"));
+            return Err(invalid(
+                "consul.token",
+                "set either consul.token or consul.token_file, not both",
+            ));
         }
         if consul.webhook_token.as_ref().is_some_and(|t| t.len() < 16) {
-            return Err(invalid("consul.webhook_token", "must be at least 16 characters"));
+            return Err(invalid(
+                "consul.webhook_token",
+                "must be at least 16 characters",
+            ));
         }
         Ok(())
     }
@@ -530,7 +558,10 @@ impl Config {
         })?;
         let secret = text.trim();
         if secret.len() < 32 {
-            return Err(invalid("jwt.secret_file", "the secret must be at least 32 bytes"));
+            return Err(invalid(
+                "jwt.secret_file",
+                "the secret must be at least 32 bytes",
+            ));
         }
         Ok(secret.as_bytes().to_vec())
     }
@@ -598,7 +629,9 @@ mod tests {
     fn minimal() -> String {
         let mut text = format!("[jwt]\nsecret = \"{SECRET}\"\n");
         for service in Service::ALL {
-            text.push_str(&format!("[upstream.services.{service}]\naddresses = [\"127.0.0.1:5000\"]\n"));
+            text.push_str(&format!(
+                "[upstream.services.{service}]\naddresses = [\"127.0.0.1:5000\"]\n"
+            ));
         }
         text
     }
@@ -618,8 +651,14 @@ mod tests {
     #[test]
     fn env_overrides_nested_keys_with_typed_values() {
         let env = BTreeMap::from([
-            ("SMS_UPSTREAM__SERVICES__AUTH__ADDRESSES".to_owned(), r#"["10.0.0.1:1", "10.0.0.2:2"]"#.to_owned()),
-            ("SMS_UPSTREAM__SERVICES__AUTH__DEADLINE".to_owned(), "6s".to_owned()),
+            (
+                "SMS_UPSTREAM__SERVICES__AUTH__ADDRESSES".to_owned(),
+                r#"["10.0.0.1:1", "10.0.0.2:2"]"#.to_owned(),
+            ),
+            (
+                "SMS_UPSTREAM__SERVICES__AUTH__DEADLINE".to_owned(),
+                "6s".to_owned(),
+            ),
             ("SMS_HTTP__BODY_LIMIT".to_owned(), "1024".to_owned()),
             ("OTHER".to_owned(), "ignored".to_owned()),
         ]);
@@ -635,13 +674,30 @@ mod tests {
         let cases = [
             (minimal().replace(SECRET, "short"), "jwt.secret"),
             (minimal().replace("127.0.0.1:5000", "nope"), "addresses"),
-            (format!("{}\n[http]\nbody_limt = 3\n", minimal()), "body_limt"),
-            (format!("{}\n[upstream]\ndeadline = \"soon\"\n", minimal()), "deadline"),
-            (minimal().replace("[upstream.services.club]\naddresses = [\"127.0.0.1:5000\"]\n", ""), "upstream.services.club"),
-            (minimal().replace("[jwt]", "[jwt]\nalgorithm = \"none\""), "algorithm"),
+            (
+                format!("{}\n[http]\nbody_limt = 3\n", minimal()),
+                "body_limt",
+            ),
+            (
+                format!("{}\n[upstream]\ndeadline = \"soon\"\n", minimal()),
+                "deadline",
+            ),
+            (
+                minimal().replace(
+                    "[upstream.services.club]\naddresses = [\"127.0.0.1:5000\"]\n",
+                    "",
+                ),
+                "upstream.services.club",
+            ),
+            (
+                minimal().replace("[jwt]", "[jwt]\nalgorithm = \"none\""),
+                "algorithm",
+            ),
         ];
         for (text, key) in cases {
-            let err = Config::from_toml(&text, &no_env()).expect_err(key).to_string();
+            let err = Config::from_toml(&text, &no_env())
+                .expect_err(key)
+                .to_string();
             assert!(err.contains(key), "{key}: {err}");
         }
     }
@@ -654,6 +710,7 @@ mod example_tests {
     #[test]
     fn the_example_config_is_valid() {
         let text = include_str!("../config/example.toml");
-        Config::from_toml(text, &BTreeMap::<String, String>::new()).expect("config/example.toml is valid");
+        Config::from_toml(text, &BTreeMap::<String, String>::new())
+            .expect("config/example.toml is valid");
     }
 }

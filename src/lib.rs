@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod endpoints;
+pub mod guard;
 pub mod http;
 pub mod pipeline;
 pub mod proto;

@@ -11,8 +11,8 @@ use clap::{Parser, Subcommand};
 use sms_gateway::app;
 use sms_gateway::config::{Config, LogFormat, ProcessEnv};
 use sms_gateway::reference::{self, Options, Shared, registration};
-use sms_gateway::upstream::consul::ConsulClient;
 use sms_gateway::upstream::Service;
+use sms_gateway::upstream::consul::ConsulClient;
 use tokio::net::TcpListener;
 
 /// API gateway of the school management system: HTTP/JSON in front of five gRPC services.
@@ -125,10 +125,15 @@ async fn run(command: Command) -> Result<()> {
 }
 
 fn init_logs(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
         LogFormat::Text => builder.init(),
     }
 }
@@ -137,7 +142,13 @@ async fn gateway(config: Config, listener: TcpListener) -> Result<()> {
     let gateway = app::build(&config)?;
     let address = listener.local_addr()?;
     tracing::info!(%address, discovery = ?config.discovery.mode, "gateway listening");
-    app::serve(listener, gateway.router.clone(), app::shutdown_signal(), config.http.shutdown_grace).await?;
+    app::serve(
+        listener,
+        gateway.router.clone(),
+        app::shutdown_signal(),
+        config.http.shutdown_grace,
+    )
+    .await?;
     tracing::info!("gateway stopped");
     Ok(())
 }
@@ -164,7 +175,12 @@ async fn services(base: u16, host: &str, registry: Option<Registry>) -> Result<(
     let mut registered = Vec::new();
     let consul = match &registry {
         Some(registry) => {
-            let client = ConsulClient::new(&registry.url, registry.token.clone(), None, Duration::from_secs(5))?;
+            let client = ConsulClient::new(
+                &registry.url,
+                registry.token.clone(),
+                None,
+                Duration::from_secs(5),
+            )?;
             let ip = registry
                 .advertise
                 .or_else(|| registration::local_address_towards(&registry.url))
@@ -199,13 +215,21 @@ async fn demo(listen: SocketAddr) -> Result<()> {
     // A fresh random secret per demo run: demo tokens are worthless elsewhere.
     let secret: [u8; 32] = rand::random();
     let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-    let mut text = format!("listen = \"{listen}\"\n[jwt]\nsecret = \"{secret}\"\n[log]\nformat = \"text\"\nlevel = \"warn\"\n");
+    let mut text = format!(
+        "listen = \"{listen}\"\n[jwt]\nsecret = \"{secret}\"\n[log]\nformat = \"text\"\nlevel = \"warn\"\n"
+    );
     for service in &running {
-        text.push_str(&format!("[upstream.services.{}]\naddresses = [\"{}\"]\n", service.service, service.address));
+        text.push_str(&format!(
+            "[upstream.services.{}]\naddresses = [\"{}\"]\n",
+            service.service, service.address
+        ));
     }
-    let config = Config::from_toml(&text, &BTreeMap::<String, String>::new()).context("demo configuration")?;
+    let config = Config::from_toml(&text, &BTreeMap::<String, String>::new())
+        .context("demo configuration")?;
     init_logs(config.log.format, &config.log.level);
-    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     let address = listener.local_addr()?;
     println!("listening on http://{address}");
     println!("started in {} ms", started.elapsed().as_millis());
@@ -213,7 +237,9 @@ async fn demo(listen: SocketAddr) -> Result<()> {
     println!(
         "  curl -s -X POST http://{address}/v1/login/student -H 'Content-Type: application/json' \\\n    -d '{{\"student_id\":\"demostudent\",\"student_pw\":\"demo-student-pw\"}}'"
     );
-    println!("  curl -s http://{address}/v1/students/uuid/student-000000000001 -H \"Authorization: Bearer $TOKEN\"");
+    println!(
+        "  curl -s http://{address}/v1/students/uuid/student-000000000001 -H \"Authorization: Bearer $TOKEN\""
+    );
     let result = gateway(config, listener).await;
     for service in running {
         service.task.abort();

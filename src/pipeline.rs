@@ -83,7 +83,10 @@ impl<A: Adapter> Handler for Typed<A> {
                 jwt: &state.jwt,
             };
             let message = self.adapter.request(&call, input);
-            let reply: A::Reply = state.upstreams.call(&self.target(endpoint), message, &ctx.meta).await?;
+            let reply: A::Reply = state
+                .upstreams
+                .call(&self.target(endpoint), message, &ctx.meta)
+                .await?;
             let status = success_status(endpoint.rpc.name, &reply)?;
             let success = self.adapter.success(&call, reply)?;
             Ok(success_response(status, success))
@@ -99,11 +102,18 @@ pub async fn serve(state: Arc<AppState>, endpoint: Arc<Endpoint>, request: Reque
     }
 }
 
-async fn run(state: &AppState, endpoint: &Endpoint, request: Request) -> Result<Response, GatewayError> {
+async fn run(
+    state: &AppState,
+    endpoint: &Endpoint,
+    request: Request,
+) -> Result<Response, GatewayError> {
     let (mut parts, body) = request.into_parts();
     // 1. authenticate (401)
     let principal = if endpoint.access.needs_token() {
-        let header = parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
         Some(state.jwt.authenticate(header)?)
     } else {
         None
@@ -111,7 +121,11 @@ async fn run(state: &AppState, endpoint: &Endpoint, request: Request) -> Result<
     let params = path_params(&mut parts).await?;
     // 2. authorize (403), before anything of the input is read
     endpoint.access.authorize(principal.as_ref(), |name| {
-        params.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        params
+            .0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     })?;
     // 3. path parameters (400 / -204)
     for (name, rule) in endpoint.params {
@@ -154,9 +168,9 @@ where
     T: serde::de::DeserializeOwned + Validate + Default,
 {
     let input: T = input::bind(endpoint.source, request, limit).await?;
-    input
-        .validate()
-        .map_err(|errors| GatewayError::integrity(crate::endpoints::rules::describe::<T>(&errors)))?;
+    input.validate().map_err(|errors| {
+        GatewayError::integrity(crate::endpoints::rules::describe::<T>(&errors))
+    })?;
     Ok(input)
 }
 
@@ -209,10 +223,10 @@ fn new_span_context() -> String {
 mod tests {
     use super::*;
 
-    struct Reply(u32);
+    struct Reply(i64);
 
     impl InBand for Reply {
-        fn status(&self) -> u32 {
+        fn status(&self) -> i64 {
             self.0
         }
         fn code(&self) -> i32 {
@@ -225,12 +239,18 @@ mod tests {
 
     #[test]
     fn any_2xx_is_success_and_others_are_relayed() {
-        assert_eq!(success_status("X", &Reply(200)).expect("ok"), StatusCode::OK);
-        assert_eq!(success_status("X", &Reply(201)).expect("ok"), StatusCode::CREATED);
+        assert_eq!(
+            success_status("X", &Reply(200)).expect("ok"),
+            StatusCode::OK
+        );
+        assert_eq!(
+            success_status("X", &Reply(201)).expect("ok"),
+            StatusCode::CREATED
+        );
         let relayed = success_status("X", &Reply(409)).expect_err("relay");
         assert_eq!((relayed.status().as_u16(), relayed.code()), (409, -7));
         assert_eq!(relayed.message(), "backend says");
-        for invalid in [0, 99, 600, 70000] {
+        for invalid in [0, 99, 600, 70000, -200] {
             let err = success_status("X", &Reply(invalid)).expect_err("invalid");
             assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
         }

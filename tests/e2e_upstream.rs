@@ -34,7 +34,10 @@ async fn slow_instance_answers_408_within_the_deadline() {
     assert_eq!(status, 408, "{body}");
     assert_envelope(status, &body);
     assert_eq!(body["code"], 0);
-    assert!(elapsed < Duration::from_secs(4), "answered after {elapsed:?}, not at the deadline");
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "answered after {elapsed:?}, not at the deadline"
+    );
 }
 
 #[tokio::test]
@@ -43,7 +46,10 @@ async fn dead_instance_answers_503_minus_301() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let dead = listener.local_addr().expect("addr").to_string();
     drop(listener);
-    let addresses: BTreeMap<Service, Vec<String>> = Service::ALL.into_iter().map(|s| (s, vec![dead.clone()])).collect();
+    let addresses: BTreeMap<Service, Vec<String>> = Service::ALL
+        .into_iter()
+        .map(|s| (s, vec![dead.clone()]))
+        .collect();
     let gw = Gateway::start_for(&addresses, |_| {}).await;
     let (status, body) = gw.call(Method::GET, &own_info(), STUDENT, None).await;
     assert_eq!(status, 503, "{body}");
@@ -54,14 +60,22 @@ async fn dead_instance_answers_503_minus_301() {
 #[tokio::test]
 async fn round_robin_spreads_calls_over_instances() {
     let shared = Shared::seeded();
-    let mut running = reference::spawn_all(None, &shared, &Options::default()).await.expect("services");
+    let mut running = reference::spawn_all(None, &shared, &Options::default())
+        .await
+        .expect("services");
     // A second auth instance with its own metadata log, so each instance's calls can be counted.
     let second = Shared::seeded();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    running.push(reference::spawn(Service::Auth, listener, &second, &Options::default()).expect("second auth"));
+    running.push(
+        reference::spawn(Service::Auth, listener, &second, &Options::default())
+            .expect("second auth"),
+    );
     let mut addresses: BTreeMap<Service, Vec<String>> = BTreeMap::new();
     for r in &running {
-        addresses.entry(r.service).or_default().push(r.address.to_string());
+        addresses
+            .entry(r.service)
+            .or_default()
+            .push(r.address.to_string());
     }
     let gw = Gateway::start_for(&addresses, |_| {}).await;
     for _ in 0..10 {
@@ -85,10 +99,19 @@ async fn hundreds_of_concurrent_requests_are_all_answered_correctly() {
     for i in 0..400 {
         let client = gw.client.clone();
         // Alternate two callers: each must get its own answer, never the other's.
-        let (uuid, token) = if i % 2 == 0 { (STUDENT, token.clone()) } else { (seed::STUDENT2_UUID, other.clone()) };
+        let (uuid, token) = if i % 2 == 0 {
+            (STUDENT, token.clone())
+        } else {
+            (seed::STUDENT2_UUID, other.clone())
+        };
         let url = gw.url(&format!("/v1/students/uuid/{uuid}"));
         tasks.push(tokio::spawn(async move {
-            let response = client.get(url).bearer_auth(token).send().await.expect("response");
+            let response = client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("response");
             let status = response.status().as_u16();
             let body: serde_json::Value = response.json().await.expect("json");
             (uuid, status, body)
@@ -97,6 +120,9 @@ async fn hundreds_of_concurrent_requests_are_all_answered_correctly() {
     for task in tasks {
         let (uuid, status, body) = task.await.expect("task");
         assert_eq!(status, 200, "{body}");
-        assert!(body["message"].as_str().is_some_and(|m| m.ends_with(uuid)), "{body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| m.ends_with(uuid)),
+            "{body}"
+        );
     }
 }

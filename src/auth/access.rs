@@ -84,12 +84,18 @@ mod tests {
     #[test]
     fn kinds_rule_admits_only_listed_kinds() {
         let rule = Access::kinds(&[Kind::Admin]);
-        assert!(rule.authorize(Some(&caller("admin-000000000001")), |_| None).is_ok());
+        assert!(
+            rule.authorize(Some(&caller("admin-000000000001")), |_| None)
+                .is_ok()
+        );
         let err = rule
             .authorize(Some(&caller("student-000000000001")), |_| None)
             .expect_err("student is not admin");
         assert_eq!(err.status(), 403);
-        assert!(rule.authorize(Some(&caller("robot-000000000001")), |_| None).is_err());
+        assert!(
+            rule.authorize(Some(&caller("robot-000000000001")), |_| None)
+                .is_err()
+        );
         assert!(rule.authorize(None, |_| None).is_err());
     }
 
@@ -98,10 +104,22 @@ mod tests {
         let rule = Access::own(&[Kind::Admin, Kind::Student], "student_uuid");
         let path = |uuid: &'static str| move |name: &str| (name == "student_uuid").then_some(uuid);
         let me = caller("student-000000000001");
-        assert!(rule.authorize(Some(&me), path("student-000000000001")).is_ok());
-        assert!(rule.authorize(Some(&me), path("student-000000000002")).is_err());
+        assert!(
+            rule.authorize(Some(&me), path("student-000000000001"))
+                .is_ok()
+        );
+        assert!(
+            rule.authorize(Some(&me), path("student-000000000002"))
+                .is_err()
+        );
         // An admin may name any student.
-        assert!(rule.authorize(Some(&caller("admin-000000000001")), path("student-000000000002")).is_ok());
+        assert!(
+            rule.authorize(
+                Some(&caller("admin-000000000001")),
+                path("student-000000000002")
+            )
+            .is_ok()
+        );
     }
 
     #[test]

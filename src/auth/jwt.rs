@@ -71,13 +71,20 @@ pub struct JwtKeys {
 impl std::fmt::Debug for JwtKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the secret.
-        f.debug_struct("JwtKeys").field("algorithm", &self.algorithm).finish_non_exhaustive()
+        f.debug_struct("JwtKeys")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
     }
 }
 
 impl JwtKeys {
     /// Keys for `secret`, pinned to `algorithm`.
-    pub fn new(secret: &[u8], algorithm: JwtAlgorithm, leeway: Duration, lifetimes: TokenLifetimes) -> Self {
+    pub fn new(
+        secret: &[u8],
+        algorithm: JwtAlgorithm,
+        leeway: Duration,
+        lifetimes: TokenLifetimes,
+    ) -> Self {
         let algorithm = Algorithm::from(algorithm);
         let mut validation = Validation::new(algorithm);
         validation.leeway = leeway.as_secs();
@@ -96,18 +103,33 @@ impl JwtKeys {
     pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Principal, GatewayError> {
         let header = match header {
             Some(value) if !value.is_empty() => value,
-            _ => return Err(unauthenticated(code::NO_AUTHORIZATION, "authorization doesn't exist in header")),
+            _ => {
+                return Err(unauthenticated(
+                    code::NO_AUTHORIZATION,
+                    "authorization doesn't exist in header",
+                ));
+            }
         };
-        let text = std::str::from_utf8(header)
-            .map_err(|_| unauthenticated(code::INVALID_AUTHORIZATION_FORMAT, "invalid data format of Authorization"))?;
+        let text = std::str::from_utf8(header).map_err(|_| {
+            unauthenticated(
+                code::INVALID_AUTHORIZATION_FORMAT,
+                "invalid data format of Authorization",
+            )
+        })?;
         let mut parts = text.split(' ');
         let (Some(scheme), Some(token), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(unauthenticated(code::INVALID_AUTHORIZATION_FORMAT, "invalid data format of Authorization"));
+            return Err(unauthenticated(
+                code::INVALID_AUTHORIZATION_FORMAT,
+                "invalid data format of Authorization",
+            ));
         };
         if scheme != "Bearer" {
             return Err(unauthenticated(
                 code::UNSUPPORTED_AUTHORIZATION,
-                &format!("{} is an unacceptable authentication method", printable(scheme)),
+                &format!(
+                    "{} is an unacceptable authentication method",
+                    printable(scheme)
+                ),
             ));
         }
         self.verify(token)
@@ -123,13 +145,17 @@ impl JwtKeys {
 
     fn map_error(&self, token: &str, kind: ErrorKind) -> GatewayError {
         match kind {
-            ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm if self.also_expired(token) => {
+            ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm
+                if self.also_expired(token) =>
+            {
                 unexpected("token has several problems: invalid signature and expired")
             }
             ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => {
                 unauthenticated(code::INVALID_SIGNATURE, "invalid signature of JWT")
             }
-            ErrorKind::ExpiredSignature => unauthenticated(code::EXPIRED_TOKEN, "expired jwt token"),
+            ErrorKind::ExpiredSignature => {
+                unauthenticated(code::EXPIRED_TOKEN, "expired jwt token")
+            }
             ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => {
                 unauthenticated(code::INVALID_CLAIMS, "invalid claims of jwt")
             }
@@ -138,7 +164,9 @@ impl JwtKeys {
             ErrorKind::Json(_) if header_alg_is_foreign(token) => {
                 unauthenticated(code::INVALID_SIGNATURE, "invalid signature of JWT")
             }
-            ErrorKind::Json(err) if err.is_data() => unauthenticated(code::INVALID_CLAIMS, "invalid claims of jwt"),
+            ErrorKind::Json(err) if err.is_data() => {
+                unauthenticated(code::INVALID_CLAIMS, "invalid claims of jwt")
+            }
             ErrorKind::ImmatureSignature => unexpected("token is not valid yet"),
             other => unexpected(&format!("{other:?}")),
         }
@@ -146,7 +174,8 @@ impl JwtKeys {
 
     /// Whether the token's `exp` (read without verification) is in the past.
     fn also_expired(&self, token: &str) -> bool {
-        let Ok(claims) = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token) else {
+        let Ok(claims) = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token)
+        else {
             return false;
         };
         claims.claims["exp"]
@@ -183,12 +212,16 @@ fn header_alg_is_foreign(token: &str) -> bool {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(&header) else {
         return false;
     };
-    value["alg"].as_str().is_some_and(|alg| !alg.starts_with("HS"))
+    value["alg"]
+        .as_str()
+        .is_some_and(|alg| !alg.starts_with("HS"))
 }
 
 fn base64_url_decode(part: &str) -> Option<Vec<u8>> {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).ok()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .ok()
 }
 
 fn unauthenticated(code: i32, message: &str) -> GatewayError {
@@ -199,7 +232,10 @@ fn unauthenticated(code: i32, message: &str) -> GatewayError {
 }
 
 fn unexpected(detail: &str) -> GatewayError {
-    unauthenticated(0, &format!("unexpected error occurs while parsing JWT, err: {detail}"))
+    unauthenticated(
+        0,
+        &format!("unexpected error occurs while parsing JWT, err: {detail}"),
+    )
 }
 
 /// Keeps client text printable and short in messages.
@@ -224,7 +260,12 @@ mod tests {
     const SECRET: &[u8] = b"an-unsafe-test-secret-of-32-bytes!!";
 
     fn keys() -> JwtKeys {
-        JwtKeys::new(SECRET, JwtAlgorithm::HS512, Duration::from_secs(5), TokenLifetimes::default())
+        JwtKeys::new(
+            SECRET,
+            JwtAlgorithm::HS512,
+            Duration::from_secs(5),
+            TokenLifetimes::default(),
+        )
     }
 
     fn code_of(result: Result<Principal, GatewayError>) -> i32 {
@@ -241,8 +282,9 @@ mod tests {
         let head = URL_SAFE_NO_PAD.encode(header);
         let body = URL_SAFE_NO_PAD.encode(claims);
         let message = format!("{head}.{body}");
-        let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &EncodingKey::from_secret(secret), alg)
-            .expect("sign");
+        let sig =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &EncodingKey::from_secret(secret), alg)
+                .expect("sign");
         format!("{message}.{sig}")
     }
 
@@ -252,12 +294,17 @@ mod tests {
         let token = keys.issue("student-000000000001").expect("issue");
         let principal = keys.authenticate(Some(&bearer(&token))).expect("valid");
         assert_eq!(principal.kind, Some(Kind::Student));
-        let claims = jsonwebtoken::dangerous::insecure_decode::<Claims>(&token).expect("claims").claims;
+        let claims = jsonwebtoken::dangerous::insecure_decode::<Claims>(&token)
+            .expect("claims")
+            .claims;
         assert_eq!(claims.token_type, "access_token");
         let lifetime = claims.exp - unix_now();
         assert!((7 * 24 * 3600 - 10..=7 * 24 * 3600).contains(&lifetime));
         let teacher = keys.issue("teacher-000000000001").expect("issue");
-        let exp = jsonwebtoken::dangerous::insecure_decode::<Claims>(&teacher).expect("claims").claims.exp;
+        let exp = jsonwebtoken::dangerous::insecure_decode::<Claims>(&teacher)
+            .expect("claims")
+            .claims
+            .exp;
         assert!((24 * 3600 - 10..=24 * 3600).contains(&(exp - unix_now())));
         let header = jsonwebtoken::decode_header(&token).expect("header");
         assert_eq!(header.alg, Algorithm::HS512);
@@ -279,17 +326,26 @@ mod tests {
     #[test]
     fn expired_token_is_104() {
         let keys = keys();
-        let token = keys.issue_with_expiry("student-000000000001", unix_now() - 3600).expect("issue");
+        let token = keys
+            .issue_with_expiry("student-000000000001", unix_now() - 3600)
+            .expect("issue");
         assert_eq!(code_of(keys.verify(&token)), -104);
     }
 
     #[test]
     fn bad_signature_is_103_and_with_expiry_is_0() {
         let keys = keys();
-        let other = JwtKeys::new(b"another-secret-another-secret-!!", JwtAlgorithm::HS512, Duration::ZERO, TokenLifetimes::default());
+        let other = JwtKeys::new(
+            b"another-secret-another-secret-!!",
+            JwtAlgorithm::HS512,
+            Duration::ZERO,
+            TokenLifetimes::default(),
+        );
         let token = other.issue("student-000000000001").expect("issue");
         assert_eq!(code_of(keys.verify(&token)), -103);
-        let both = other.issue_with_expiry("student-000000000001", unix_now() - 3600).expect("issue");
+        let both = other
+            .issue_with_expiry("student-000000000001", unix_now() - 3600)
+            .expect("issue");
         assert_eq!(code_of(keys.verify(&both)), 0);
     }
 
@@ -297,8 +353,14 @@ mod tests {
     fn wrong_algorithm_and_none_are_rejected() {
         let keys = keys();
         let exp = unix_now() + 60;
-        let claims = format!(r#"{{"uuid":"admin-000000000001","type":"access_token","exp":{exp}}}"#);
-        let hs256 = hand_made(r#"{"alg":"HS256","typ":"JWT"}"#, &claims, SECRET, Algorithm::HS256);
+        let claims =
+            format!(r#"{{"uuid":"admin-000000000001","type":"access_token","exp":{exp}}}"#);
+        let hs256 = hand_made(
+            r#"{"alg":"HS256","typ":"JWT"}"#,
+            &claims,
+            SECRET,
+            Algorithm::HS256,
+        );
         assert_eq!(code_of(keys.verify(&hs256)), -103);
         let none = format!(
             "{}.{}.",
@@ -311,17 +373,36 @@ mod tests {
     #[test]
     fn missing_exp_or_uuid_is_invalid_claims() {
         let keys = keys();
-        let no_exp = hand_made(r#"{"alg":"HS512","typ":"JWT"}"#, r#"{"uuid":"admin-000000000001"}"#, SECRET, Algorithm::HS512);
+        let no_exp = hand_made(
+            r#"{"alg":"HS512","typ":"JWT"}"#,
+            r#"{"uuid":"admin-000000000001"}"#,
+            SECRET,
+            Algorithm::HS512,
+        );
         assert_eq!(code_of(keys.verify(&no_exp)), -105);
         let exp = unix_now() + 60;
-        let no_uuid = hand_made(r#"{"alg":"HS512","typ":"JWT"}"#, &format!(r#"{{"exp":{exp}}}"#), SECRET, Algorithm::HS512);
+        let no_uuid = hand_made(
+            r#"{"alg":"HS512","typ":"JWT"}"#,
+            &format!(r#"{{"exp":{exp}}}"#),
+            SECRET,
+            Algorithm::HS512,
+        );
         assert_eq!(code_of(keys.verify(&no_uuid)), -105);
     }
 
     #[test]
     fn garbage_never_panics_and_is_401() {
         let keys = keys();
-        for token in ["", "a", "a.b", "a.b.c", "....", "eyJ.eyJ.sig", "%%%.%%%.%%%", "\u{1F600}.x.y"] {
+        for token in [
+            "",
+            "a",
+            "a.b",
+            "a.b.c",
+            "....",
+            "eyJ.eyJ.sig",
+            "%%%.%%%.%%%",
+            "\u{1F600}.x.y",
+        ] {
             let err = keys.verify(token).expect_err(token);
             assert_eq!(err.status(), 401, "{token}");
         }

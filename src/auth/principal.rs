@@ -27,7 +27,10 @@ impl Kind {
 
     /// The kind whose prefix `uuid` starts with, if any.
     pub fn of_uuid(uuid: &str) -> Option<Kind> {
-        Self::ALL.iter().copied().find(|kind| uuid.starts_with(kind.prefix()))
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|kind| uuid.starts_with(kind.prefix()))
     }
 
     /// Lower-case name, used in logs and docs.
@@ -77,8 +80,14 @@ mod tests {
 
     #[test]
     fn kind_comes_from_the_uuid_prefix() {
-        assert_eq!(Principal::from_uuid("student-000000000001".into()).kind, Some(Kind::Student));
-        assert_eq!(Principal::from_uuid("admin-000000000001".into()).kind, Some(Kind::Admin));
+        assert_eq!(
+            Principal::from_uuid("student-000000000001".into()).kind,
+            Some(Kind::Student)
+        );
+        assert_eq!(
+            Principal::from_uuid("admin-000000000001".into()).kind,
+            Some(Kind::Admin)
+        );
         assert_eq!(Principal::from_uuid("club-000000000001".into()).kind, None);
         assert_eq!(Principal::from_uuid(String::new()).kind, None);
     }

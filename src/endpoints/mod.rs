@@ -38,9 +38,10 @@ pub struct Rpc {
     pub path: &'static str,
 }
 
-/// The in-band status every backend reply starts with (spec §2.6).
+/// The in-band status every backend reply starts with (spec §2.6). Auth and club send
+/// `uint32 Status`, the others `int32 status`: both widen to `i64`.
 pub trait InBand {
-    fn status(&self) -> u32;
+    fn status(&self) -> i64;
     fn code(&self) -> i32;
     fn message(&self) -> &str;
 }
@@ -50,12 +51,33 @@ pub trait InBand {
 macro_rules! in_band {
     ($status:ident, $code:ident, $message:ident: $($reply:ty),+ $(,)?) => {$(
         impl $crate::endpoints::InBand for $reply {
-            fn status(&self) -> u32 { self.$status }
+            fn status(&self) -> i64 { i64::from(self.$status) }
             fn code(&self) -> i32 { self.$code }
             fn message(&self) -> &str { &self.$message }
         }
     )+};
 }
+
+/// An [`Rpc`] from a gRPC service path and a method name:
+/// `rpc!("/auth.student.AuthStudent", "LoginStudentAuth")`. A service path without its
+/// leading `/` fails to compile.
+#[macro_export]
+macro_rules! rpc {
+    ($service:literal, $method:literal) => {{
+        const _: () = assert!(
+            $service.as_bytes()[0] == b'/',
+            concat!("gRPC service path must start with '/': ", $service)
+        );
+        $crate::endpoints::Rpc {
+            name: $method,
+            path: concat!($service, "/", $method),
+        }
+    }};
+}
+
+/// The input of endpoints that take nothing but their path.
+#[derive(Debug, Default, serde::Deserialize, Validate)]
+pub struct NoInput {}
 
 /// What an adapter needs to know about the request besides its input.
 pub struct Call<'a> {
@@ -260,7 +282,10 @@ pub enum TableError {
     #[error("route {path}: path parameter {{{name}}} has no rule")]
     UnruledParam { path: &'static str, name: String },
     #[error("route {path}: rule for {name} names no path parameter")]
-    StrayRule { path: &'static str, name: &'static str },
+    StrayRule {
+        path: &'static str,
+        name: &'static str,
+    },
     #[error("route {0}: own-uuid rule names no path parameter")]
     StrayOwnRule(&'static str),
 }
@@ -292,13 +317,18 @@ pub fn check(table: &[Endpoint]) -> Result<(), TableError> {
         }
         for (name, _) in ep.params {
             if !names.contains(name) {
-                return Err(TableError::StrayRule { path: ep.path, name });
+                return Err(TableError::StrayRule {
+                    path: ep.path,
+                    name,
+                });
             }
         }
-        if let Access::Kinds { own: Some(param), .. } = ep.access {
-            if !names.contains(&param) {
-                return Err(TableError::StrayOwnRule(ep.path));
-            }
+        if let Access::Kinds {
+            own: Some(param), ..
+        } = ep.access
+            && !names.contains(&param)
+        {
+            return Err(TableError::StrayOwnRule(ep.path));
         }
     }
     Ok(())

@@ -14,14 +14,23 @@ fn fail(tag: &'static str) -> Result<(), ValidationError> {
     Err(ValidationError::new(tag))
 }
 
-/// `required` for integers: non-zero (0 counts as missing).
-pub fn nonzero<T: Copy + Default + PartialEq>(value: &T) -> Result<(), ValidationError> {
-    if *value == T::default() { fail("required") } else { Ok(()) }
+/// `required` for integers: non-zero (0 counts as missing). validator passes `Copy`
+/// fields by value.
+pub fn nonzero<T: Copy + Default + PartialEq>(value: T) -> Result<(), ValidationError> {
+    if value == T::default() {
+        fail("required")
+    } else {
+        Ok(())
+    }
 }
 
 /// `required` for strings: non-empty.
 pub fn required(value: &str) -> Result<(), ValidationError> {
-    if value.is_empty() { fail("required") } else { Ok(()) }
+    if value.is_empty() {
+        fail("required")
+    } else {
+        Ok(())
+    }
 }
 
 /// Every code point is in the Hangul script (syllables, jamo, compatibility jamo).
@@ -32,7 +41,11 @@ pub fn hangul(value: &str) -> Result<(), ValidationError> {
             | 0xD7B0..=0xD7FF | 0xFFA0..=0xFFDC | 0x302E..=0x302F | 0x3200..=0x321E
             | 0x3260..=0x327E)
     };
-    if value.chars().all(is_hangul) { Ok(()) } else { fail("hangul") }
+    if value.chars().all(is_hangul) {
+        Ok(())
+    } else {
+        fail("hangul")
+    }
 }
 
 /// `phone`: empty, or starts with `010` followed by 8 ASCII digits.
@@ -53,16 +66,29 @@ pub fn date(value: &str) -> Result<(), ValidationError> {
     }
     let bytes = value.as_bytes();
     let shape = |w: &[u8]| {
-        w.iter()
-            .enumerate()
-            .all(|(i, b)| if i == 4 || i == 7 { *b == b'-' } else { b.is_ascii_digit() })
+        w.iter().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                *b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        })
     };
-    if bytes.windows(10).any(shape) { Ok(()) } else { fail("date") }
+    if bytes.windows(10).any(shape) {
+        Ok(())
+    } else {
+        fail("date")
+    }
 }
 
-/// A Unix time in seconds written with exactly 10 digits (1000000000–9999999999).
-pub fn unix_seconds(value: &i64) -> Result<(), ValidationError> {
-    if (1_000_000_000..=9_999_999_999).contains(value) { Ok(()) } else { fail("int_len") }
+/// A Unix time in seconds written with exactly 10 digits (1000000000–9999999999); 0
+/// fails as `required`, as the contract's `required,int_len=10` pair does.
+pub fn unix_seconds(value: i64) -> Result<(), ValidationError> {
+    match value {
+        0 => fail("required"),
+        1_000_000_000..=9_999_999_999 => Ok(()),
+        _ => fail("int_len"),
+    }
 }
 
 /// Starts with the kind's prefix followed by 12 digits, when non-empty (prefix-only,
@@ -99,7 +125,10 @@ uuid_rules! {
 /// go-playground form clients know: `Key: '<Type>.<field>' Error:Field validation for
 /// '<field>' failed on the '<tag>' tag`.
 pub fn describe<T>(errors: &ValidationErrors) -> String {
-    let type_name = std::any::type_name::<T>().rsplit("::").next().unwrap_or("Request");
+    let type_name = std::any::type_name::<T>()
+        .rsplit("::")
+        .next()
+        .unwrap_or("Request");
     let mut lines = Vec::new();
     collect(type_name, errors, &mut lines);
     lines.sort();
@@ -110,6 +139,14 @@ fn collect(prefix: &str, errors: &ValidationErrors, lines: &mut Vec<String>) {
     for (field, kind) in errors.errors() {
         let path = format!("{prefix}.{field}");
         match kind {
+            // Schema-level rules (e.g. "at least one filter") speak for the whole input.
+            ValidationErrorsKind::Field(list) if *field == "__all__" => {
+                lines.extend(list.iter().map(|err| {
+                    err.message
+                        .as_ref()
+                        .map_or_else(|| err.code.to_string(), ToString::to_string)
+                }));
+            }
             ValidationErrorsKind::Field(list) => {
                 for err in list {
                     lines.push(format!(
@@ -133,6 +170,8 @@ fn collect(prefix: &str, errors: &ValidationErrors, lines: &mut Vec<String>) {
 pub enum PathRule {
     /// `<prefix>` + exactly 12 digits, e.g. `student-` for student uuids.
     Uuid(&'static str),
+    /// A uuid of any of these prefixes (e.g. an announcement writer: teacher or student).
+    AnyUuid(&'static [&'static str]),
     /// A decimal integer within an inclusive range.
     Int(i64, i64),
     /// One of a fixed set of words.
@@ -146,13 +185,18 @@ impl PathRule {
     pub fn check(&self, name: &str, value: &str) -> Result<(), GatewayError> {
         let ok = match self {
             Self::Uuid(prefix) => is_uuid_of(value, prefix),
+            Self::AnyUuid(prefixes) => prefixes.iter().any(|prefix| is_uuid_of(value, prefix)),
             Self::Int(min, max) => value
                 .parse::<i64>()
                 .is_ok_and(|n| (*min..=*max).contains(&n)),
             Self::OneOf(words) => words.contains(&value),
             Self::Text(max) => !value.is_empty() && value.chars().count() <= *max,
         };
-        if ok { Ok(()) } else { Err(GatewayError::path_variable(name, self)) }
+        if ok {
+            Ok(())
+        } else {
+            Err(GatewayError::path_variable(name, self))
+        }
     }
 }
 
@@ -160,7 +204,13 @@ impl fmt::Display for PathRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Uuid(prefix) => write!(f, "'{prefix}' followed by 12 digits"),
+            Self::AnyUuid(prefixes) => write!(
+                f,
+                "one of '{}' followed by 12 digits",
+                prefixes.join("', '")
+            ),
             Self::Int(min, max) => write!(f, "an integer from {min} to {max}"),
+            Self::OneOf([]) => write!(f, "a supported value"),
             Self::OneOf(words) => write!(f, "one of {}", words.join(", ")),
             Self::Text(max) => write!(f, "non-empty text of at most {max} characters"),
         }
@@ -200,7 +250,10 @@ mod tests {
     #[test]
     fn uuid_rules_check_prefix_and_twelve_digits() {
         assert!(parent_uuid("parent-123456789012").is_ok());
-        assert!(parent_uuid("parent-123456789012trailing").is_ok(), "prefix only");
+        assert!(
+            parent_uuid("parent-123456789012trailing").is_ok(),
+            "prefix only"
+        );
         assert!(parent_uuid("").is_ok());
         assert!(parent_uuid("parent-12345").is_err());
         assert!(parent_uuid("student-123456789012").is_err());
@@ -214,16 +267,17 @@ mod tests {
         assert!(date("x2020-01-31y").is_ok());
         assert!(date("2020-1-31").is_err());
         assert!(date("").is_ok());
-        assert!(unix_seconds(&1_600_000_000).is_ok());
-        assert!(unix_seconds(&999_999_999).is_err());
-        assert!(unix_seconds(&-100_000_000).is_err());
-        assert!(unix_seconds(&10_000_000_000).is_err());
+        assert!(unix_seconds(1_600_000_000).is_ok());
+        assert!(unix_seconds(999_999_999).is_err());
+        assert!(unix_seconds(-100_000_000).is_err());
+        assert!(unix_seconds(10_000_000_000).is_err());
+        assert_eq!(unix_seconds(0).expect_err("zero").code, "required");
     }
 
     #[test]
     fn nonzero_and_required() {
-        assert!(nonzero(&0u32).is_err());
-        assert!(nonzero(&3u32).is_ok());
+        assert!(nonzero(0u32).is_err());
+        assert!(nonzero(3u32).is_ok());
         assert!(required("").is_err());
         assert!(required("x").is_ok());
     }
@@ -263,14 +317,32 @@ mod tests {
 
     #[test]
     fn path_rules() {
-        assert!(PathRule::Uuid("student-").check("s", "student-000000000001").is_ok());
-        let err = PathRule::Uuid("student-").check("s", "student-1").expect_err("short");
+        assert!(
+            PathRule::Uuid("student-")
+                .check("s", "student-000000000001")
+                .is_ok()
+        );
+        let err = PathRule::Uuid("student-")
+            .check("s", "student-1")
+            .expect_err("short");
         assert_eq!(err.code(), -204);
         assert!(PathRule::Int(1, 12).check("month", "12").is_ok());
         assert!(PathRule::Int(1, 12).check("month", "13").is_err());
         assert!(PathRule::Int(1, 12).check("month", "x").is_err());
-        assert!(PathRule::OneOf(&["school", "club"]).check("type", "club").is_ok());
-        assert!(PathRule::OneOf(&["school", "club"]).check("type", "Club").is_err());
+        assert!(
+            PathRule::OneOf(&["school", "club"])
+                .check("type", "club")
+                .is_ok()
+        );
+        assert!(
+            PathRule::OneOf(&["school", "club"])
+                .check("type", "Club")
+                .is_err()
+        );
         assert!(PathRule::Text(3).check("q", "abcd").is_err());
+        let writer = PathRule::AnyUuid(&["teacher-", "student-"]);
+        assert!(writer.check("w", "teacher-000000000001").is_ok());
+        assert!(writer.check("w", "student-000000000001").is_ok());
+        assert!(writer.check("w", "parent-000000000001").is_err());
     }
 }

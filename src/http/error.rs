@@ -56,10 +56,16 @@ pub enum GatewayError {
     Blocked { retry_after: Duration },
     /// 503 / -301: no instance of the service to call (decision 18).
     #[error("available service node is not exist ({service})")]
-    NoHealthyInstance { service: &'static str, detail: String },
+    NoHealthyInstance {
+        service: &'static str,
+        detail: String,
+    },
     /// 503 / -302: the chosen instance's breaker is open.
     #[error("circuit breaker is open (service id: {instance})")]
-    BreakerOpen { instance: String, open_for: Duration },
+    BreakerOpen {
+        instance: String,
+        open_for: Duration,
+    },
     /// 408 / 0: the call's deadline passed (decision 16).
     #[error("request time out for {rpc} service")]
     Deadline { rpc: &'static str, sent: bool },
@@ -81,7 +87,7 @@ pub enum GatewayError {
     },
     /// 502: the backend's in-band status is not a usable HTTP status (decision 3).
     #[error("{rpc} replied with in-band status {status}, which is not an HTTP status")]
-    InvalidUpstreamStatus { rpc: &'static str, status: u32 },
+    InvalidUpstreamStatus { rpc: &'static str, status: i64 },
     /// 500: a defect inside the gateway; the detail is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),

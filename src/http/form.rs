@@ -10,7 +10,9 @@
 use std::fmt;
 
 use bytes::Bytes;
-use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor,
+};
 
 /// One value: text, or the bytes of an uploaded file.
 #[derive(Debug, Clone)]
@@ -91,11 +93,15 @@ struct Entries<'a> {
 impl<'de> MapAccess<'de> for Entries<'_> {
     type Error = FormError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, FormError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, FormError> {
         match self.iter.next() {
             Some(entry) => {
                 self.pending = Some(entry);
-                seed.deserialize(entry.0.as_str().into_deserializer()).map(Some)
+                seed.deserialize(entry.0.as_str().into_deserializer())
+                    .map(Some)
             }
             None => Ok(None),
         }
@@ -120,7 +126,10 @@ impl<'a> Values<'a> {
     fn first_text(&self) -> Result<&'a str, FormError> {
         match self.values.first() {
             Some(FormValue::Text(text)) => Ok(text),
-            Some(FormValue::File(_)) => Err(FormError(format!("'{}' must be text, not a file", self.key))),
+            Some(FormValue::File(_)) => Err(FormError(format!(
+                "'{}' must be text, not a file",
+                self.key
+            ))),
             None => Ok(""),
         }
     }
@@ -170,7 +179,10 @@ impl<'de> de::Deserializer<'de> for Values<'_> {
         match self.first_text()? {
             "" | "false" | "0" => visitor.visit_bool(false),
             "true" | "1" => visitor.visit_bool(true),
-            other => Err(FormError(format!("'{}' must be true or false, got '{other}'", self.key))),
+            other => Err(FormError(format!(
+                "'{}' must be true or false, got '{other}'",
+                self.key
+            ))),
         }
     }
 
@@ -178,7 +190,11 @@ impl<'de> de::Deserializer<'de> for Values<'_> {
         visitor.visit_some(self)
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, FormError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, FormError> {
         visitor.visit_newtype_struct(self)
     }
 
@@ -208,11 +224,16 @@ impl<'de> de::Deserializer<'de> for Values<'_> {
             match value {
                 FormValue::Text(text) => parts.extend(text.split(',').filter(|p| !p.is_empty())),
                 FormValue::File(_) => {
-                    return Err(FormError(format!("'{}' must be text, not a file", self.key)));
+                    return Err(FormError(format!(
+                        "'{}' must be text, not a file",
+                        self.key
+                    )));
                 }
             }
         }
-        visitor.visit_seq(Parts { iter: parts.into_iter() })
+        visitor.visit_seq(Parts {
+            iter: parts.into_iter(),
+        })
     }
 
     serde::forward_to_deserialize_any! {
@@ -228,7 +249,10 @@ struct Parts<'a> {
 impl<'de> SeqAccess<'de> for Parts<'_> {
     type Error = FormError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, FormError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, FormError> {
         match self.iter.next() {
             Some(part) => seed.deserialize(part.into_deserializer()).map(Some),
             None => Ok(None),
@@ -255,9 +279,10 @@ mod tests {
 
     #[test]
     fn binds_numbers_strings_and_lists() {
-        let paging: Paging = FormMap::from_query("start=5&count=&name=%ED%99%8D&ids=a,b&ids=c&start=9")
-            .deserialize()
-            .expect("binds");
+        let paging: Paging =
+            FormMap::from_query("start=5&count=&name=%ED%99%8D&ids=a,b&ids=c&start=9")
+                .deserialize()
+                .expect("binds");
         assert_eq!(
             paging,
             Paging {
@@ -273,7 +298,9 @@ mod tests {
     #[test]
     fn rejects_negative_and_non_numeric_integers() {
         for query in ["start=-1", "start=abc", "count=1.5", "start=99999999999"] {
-            let err = FormMap::from_query(query).deserialize::<Paging>().expect_err(query);
+            let err = FormMap::from_query(query)
+                .deserialize::<Paging>()
+                .expect_err(query);
             assert!(err.to_string().contains("must be"), "{query}: {err}");
         }
     }
@@ -281,7 +308,10 @@ mod tests {
     #[test]
     fn file_parts_become_bytes_and_are_not_text() {
         let mut map = FormMap::default();
-        map.push("file".into(), FormValue::File(Bytes::from_static(b"\x89PNG")));
+        map.push(
+            "file".into(),
+            FormValue::File(Bytes::from_static(b"\x89PNG")),
+        );
         let paging: Paging = map.deserialize().expect("binds");
         assert_eq!(paging.file, b"\x89PNG");
 

@@ -19,7 +19,7 @@ pub enum Source {
     Query,
     /// A JSON body (a multipart form is accepted too, as in the original).
     Json,
-    /// A multipart form (required when the input holds a file).
+    /// A multipart form only (the input holds a file, which JSON cannot carry).
     Multipart,
     /// A GET that documents a JSON body: the body when one is sent, else the query
     /// string (decision 21).
@@ -47,7 +47,11 @@ pub async fn bind<T: DeserializeOwned + Default>(
     limit: usize,
 ) -> Result<T, GatewayError> {
     let query = request.uri().query().unwrap_or("").to_owned();
-    let bind_query = || FormMap::from_query(&query).deserialize::<T>().map_err(|e| GatewayError::bind("query parameter", e));
+    let bind_query = || {
+        FormMap::from_query(&query)
+            .deserialize::<T>()
+            .map_err(|e| GatewayError::bind("query parameter", e))
+    };
     if matches!(source, Source::None) {
         return Ok(T::default());
     }
@@ -58,11 +62,23 @@ pub async fn bind<T: DeserializeOwned + Default>(
         .headers()
         .get(header::CONTENT_TYPE)
         .map(|v| v.to_str().unwrap_or("<non-ascii>").to_owned());
-    let essence = content_type
-        .as_deref()
-        .map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let essence = content_type.as_deref().map(|ct| {
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
     match essence.as_deref() {
         None | Some("") => bind_query(),
+        Some(other) if source == Source::Multipart && other != "multipart/form-data" => {
+            Err(GatewayError::BadRequest {
+                code: code::UNSUPPORTED_CONTENT_TYPE,
+                message: format!(
+                    "{other} is an unsupported content type, send multipart/form-data"
+                ),
+            })
+        }
         Some("application/json") => {
             let body = read_body(request, limit).await?;
             if body.is_empty() && source == Source::JsonOrQuery {
@@ -72,7 +88,8 @@ pub async fn bind<T: DeserializeOwned + Default>(
         }
         Some("multipart/form-data") => {
             let form = read_multipart(request, limit).await?;
-            form.deserialize().map_err(|e| GatewayError::bind("multipart request", e))
+            form.deserialize()
+                .map_err(|e| GatewayError::bind("multipart request", e))
         }
         Some(_) if source == Source::JsonOrQuery => bind_query(),
         Some(other) => Err(GatewayError::BadRequest {
@@ -126,8 +143,9 @@ async fn read_multipart(request: Request, limit: usize) -> Result<FormMap, Gatew
         let value = if is_file {
             FormValue::File(data)
         } else {
-            let text = String::from_utf8(data.to_vec())
-                .map_err(|_| GatewayError::bind("multipart request", format!("field '{name}' is not UTF-8")))?;
+            let text = String::from_utf8(data.to_vec()).map_err(|_| {
+                GatewayError::bind("multipart request", format!("field '{name}' is not UTF-8"))
+            })?;
             FormValue::Text(text)
         };
         form.push(name, value);

@@ -67,7 +67,10 @@ impl Directory {
 
     /// Applies `change` to the account with `uuid`; false when there is none.
     pub fn update(&self, uuid: &str, change: impl FnOnce(&mut Account)) -> bool {
-        let mut accounts = self.accounts.write().unwrap_or_else(PoisonError::into_inner);
+        let mut accounts = self
+            .accounts
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         match accounts.get_mut(uuid) {
             Some(account) => {
                 change(account);
@@ -94,7 +97,9 @@ impl Directory {
         if login_id.is_empty() {
             return None;
         }
-        self.find(kind, |a| a.login_id == login_id).into_iter().next()
+        self.find(kind, |a| a.login_id == login_id)
+            .into_iter()
+            .next()
     }
 }
 
@@ -116,7 +121,11 @@ pub fn hash_password(password: &str) -> String {
 
 /// Whether `password` matches the stored `hash`.
 pub fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| hasher().verify_password(password.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        hasher()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
 }
 
 #[cfg(test)]

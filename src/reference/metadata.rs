@@ -72,7 +72,9 @@ pub fn check<T>(log: &MetadataLog, request: &tonic::Request<T>) -> Result<(), &'
 /// `trace:span:parent:flags`, each part hex, trace and span non-zero.
 pub fn is_jaeger_span_context(value: &str) -> bool {
     let parts: Vec<&str> = value.split(':').collect();
-    let hex = |s: &str, max: usize| !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let hex = |s: &str, max: usize| {
+        !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_hexdigit())
+    };
     parts.len() == 4
         && hex(parts[0], 32)
         && hex(parts[1], 16)
@@ -88,9 +90,13 @@ mod tests {
 
     #[test]
     fn jaeger_form() {
-        assert!(is_jaeger_span_context("4bf92f3577b34da6:a3ce929d0e0e4736:0:1"));
+        assert!(is_jaeger_span_context(
+            "4bf92f3577b34da6:a3ce929d0e0e4736:0:1"
+        ));
         assert!(!is_jaeger_span_context("0:a3ce929d0e0e4736:0:1"));
-        assert!(!is_jaeger_span_context("4bf92f3577b34da6:a3ce929d0e0e4736:0"));
+        assert!(!is_jaeger_span_context(
+            "4bf92f3577b34da6:a3ce929d0e0e4736:0"
+        ));
         assert!(!is_jaeger_span_context("xyz:a3ce929d0e0e4736:0:1"));
     }
 
@@ -99,8 +105,18 @@ mod tests {
         let log = MetadataLog::default();
         let mut request = tonic::Request::new(());
         assert!(check(&log, &request).is_err());
-        request.metadata_mut().insert("x-request-id", "0b3f6a43-7d0e-4f57-9a0e-6d2b1c8e5f10".parse().expect("ascii"));
-        request.metadata_mut().insert("span-context", "4bf92f3577b34da6:a3ce929d0e0e4736:0:1".parse().expect("ascii"));
+        request.metadata_mut().insert(
+            "x-request-id",
+            "0b3f6a43-7d0e-4f57-9a0e-6d2b1c8e5f10"
+                .parse()
+                .expect("ascii"),
+        );
+        request.metadata_mut().insert(
+            "span-context",
+            "4bf92f3577b34da6:a3ce929d0e0e4736:0:1"
+                .parse()
+                .expect("ascii"),
+        );
         assert!(check(&log, &request).is_ok());
         assert_eq!(log.all().len(), 2);
     }

@@ -75,7 +75,12 @@ pub struct Running {
 }
 
 /// Serves `service` on `listener` until the task is aborted.
-pub fn spawn(service: Service, listener: TcpListener, shared: &Shared, options: &Options) -> std::io::Result<Running> {
+pub fn spawn(
+    service: Service,
+    listener: TcpListener,
+    shared: &Shared,
+    options: &Options,
+) -> std::io::Result<Running> {
     let address = listener.local_addr()?;
     let routes = routes(service, shared);
     let delay = options.delay;
@@ -102,7 +107,11 @@ pub fn spawn(service: Service, listener: TcpListener, shared: &Shared, options: 
 
 /// Starts all five services on loopback: on `base..base+4` when `base` is given, else on
 /// free ports.
-pub async fn spawn_all(base: Option<u16>, shared: &Shared, options: &Options) -> std::io::Result<Vec<Running>> {
+pub async fn spawn_all(
+    base: Option<u16>,
+    shared: &Shared,
+    options: &Options,
+) -> std::io::Result<Vec<Running>> {
     let mut running = Vec::with_capacity(Service::ALL.len());
     for (offset, service) in Service::ALL.into_iter().enumerate() {
         let port = base.map_or(0, |b| b + offset as u16);

@@ -22,9 +22,18 @@ pub struct Registered {
 }
 
 /// Registers `service` reachable at `advertise` and starts its heartbeat.
-pub async fn register(client: &ConsulClient, service: Service, advertise: SocketAddr) -> Result<Registered, ConsulError> {
+pub async fn register(
+    client: &ConsulClient,
+    service: Service,
+    advertise: SocketAddr,
+) -> Result<Registered, ConsulError> {
     let host = advertise.ip().to_string();
-    let service_id = format!("{}-{}-{}", service.as_str(), host.replace([':', '.'], "-"), advertise.port());
+    let service_id = format!(
+        "{}-{}-{}",
+        service.as_str(),
+        host.replace([':', '.'], "-"),
+        advertise.port()
+    );
     let check_id = format!("service:{service_id}");
     let registration = Registration {
         id: service_id.clone(),
@@ -32,7 +41,10 @@ pub async fn register(client: &ConsulClient, service: Service, advertise: Socket
         tags: vec!["grpc".to_owned(), "reference".to_owned()],
         address: host,
         port: advertise.port(),
-        meta: BTreeMap::from([("implementation".to_owned(), "sms-gateway-reference".to_owned())]),
+        meta: BTreeMap::from([(
+            "implementation".to_owned(),
+            "sms-gateway-reference".to_owned(),
+        )]),
         check: TtlCheck {
             check_id: check_id.clone(),
             name: format!("Service '{}' check", service.consul_name()),
@@ -55,7 +67,10 @@ pub async fn register(client: &ConsulClient, service: Service, advertise: Socket
             }
         }
     });
-    Ok(Registered { service_id, heartbeat })
+    Ok(Registered {
+        service_id,
+        heartbeat,
+    })
 }
 
 /// Stops the heartbeat and deregisters.
@@ -70,9 +85,19 @@ pub async fn deregister(client: &ConsulClient, registered: Registered) {
 /// address other containers on the same network can reach us at.
 pub fn local_address_towards(consul: &str) -> Option<IpAddr> {
     let authority = consul.split("://").nth(1)?.split('/').next()?;
-    let target = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:80") };
-    let resolved = std::net::ToSocketAddrs::to_socket_addrs(&target).ok()?.next()?;
-    let bind: SocketAddr = if resolved.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+    let target = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let resolved = std::net::ToSocketAddrs::to_socket_addrs(&target)
+        .ok()?
+        .next()?;
+    let bind: SocketAddr = if resolved.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
     let socket = std::net::UdpSocket::bind(bind).ok()?;
     socket.connect(resolved).ok()?;
     socket.local_addr().ok().map(|a| a.ip())
@@ -84,7 +109,10 @@ mod tests {
 
     #[test]
     fn loopback_consul_gives_a_loopback_address() {
-        assert_eq!(local_address_towards("http://127.0.0.1:8500"), Some(IpAddr::from([127, 0, 0, 1])));
+        assert_eq!(
+            local_address_towards("http://127.0.0.1:8500"),
+            Some(IpAddr::from([127, 0, 0, 1]))
+        );
         assert_eq!(local_address_towards("not a url"), None);
     }
 }

@@ -18,26 +18,48 @@ pub fn directory() -> Directory {
     let account = |uuid: &str, login: &str, pw: &str, name: &str, phone: &str| Account {
         uuid: uuid.to_owned(),
         login_id: login.to_owned(),
-        password_hash: if pw.is_empty() { String::new() } else { hash_password(pw) },
+        password_hash: if pw.is_empty() {
+            String::new()
+        } else {
+            hash_password(pw)
+        },
         name: name.to_owned(),
         phone_number: phone.to_owned(),
         ..Account::default()
     };
-    dir.upsert(account(ADMIN_UUID, "demoadmin", "demo-admin-pw", "관리자", ""));
+    dir.upsert(account(
+        ADMIN_UUID,
+        "demoadmin",
+        "demo-admin-pw",
+        "관리자",
+        "",
+    ));
     dir.upsert(Account {
         grade: 2,
         group: 1,
         student_number: 7,
         profile_uri: "https://example.invalid/profiles/student-000000000001.png".to_owned(),
         parent_uuid: PARENT_UUID.to_owned(),
-        ..account(STUDENT_UUID, "demostudent", "demo-student-pw", "김학생", "01011110001")
+        ..account(
+            STUDENT_UUID,
+            "demostudent",
+            "demo-student-pw",
+            "김학생",
+            "01011110001",
+        )
     });
     dir.upsert(Account {
         grade: 2,
         group: 1,
         student_number: 8,
         profile_uri: "https://example.invalid/profiles/student-000000000002.png".to_owned(),
-        ..account(STUDENT2_UUID, "demostudent2", "demo-student2-pw", "이학생", "01011110002")
+        ..account(
+            STUDENT2_UUID,
+            "demostudent2",
+            "demo-student2-pw",
+            "이학생",
+            "01011110002",
+        )
     });
     dir.upsert(Account {
         grade: 1,
@@ -50,8 +72,20 @@ pub fn directory() -> Directory {
         grade: 2,
         group: 1,
         approved: true,
-        ..account(TEACHER_UUID, "demoteacher", "demo-teacher-pw", "최선생", "01022220001")
+        ..account(
+            TEACHER_UUID,
+            "demoteacher",
+            "demo-teacher-pw",
+            "최선생",
+            "01022220001",
+        )
     });
-    dir.upsert(account(PARENT_UUID, "demoparent", "demo-parent-pw", "김부모", "01033330001"));
+    dir.upsert(account(
+        PARENT_UUID,
+        "demoparent",
+        "demo-parent-pw",
+        "김부모",
+        "01033330001",
+    ));
     dir
 }

@@ -45,8 +45,13 @@ impl Outcome {
     pub fn of<T>(result: &Result<T, GatewayError>) -> Outcome {
         match result {
             Ok(_) => Outcome::Success,
-            Err(GatewayError::Deadline { .. } | GatewayError::NoHealthyInstance { .. }) => Outcome::Failure,
-            Err(GatewayError::Upstream { grpc_code, .. }) if matches!(grpc_code, 2 | 13 | 14) => Outcome::Failure,
+            Err(GatewayError::Deadline { .. } | GatewayError::NoHealthyInstance { .. }) => {
+                Outcome::Failure
+            }
+            Err(GatewayError::Upstream {
+                grpc_code: 2 | 13 | 14,
+                ..
+            }) => Outcome::Failure,
             Err(_) => Outcome::Success,
         }
     }
@@ -178,7 +183,12 @@ impl Breaker {
     }
 
     /// Records a call's outcome; returns the transition it caused, if any.
-    pub fn record(&self, mut permit: Permit<'_>, outcome: Outcome, now: Instant) -> Option<Transition> {
+    pub fn record(
+        &self,
+        mut permit: Permit<'_>,
+        outcome: Outcome,
+        now: Instant,
+    ) -> Option<Transition> {
         permit.recorded = true;
         let settings = self.settings;
         let mut state = self.lock();
@@ -194,7 +204,11 @@ impl Breaker {
             }
             (State::Closed { failures }, Outcome::Failure) => {
                 *failures += 1;
-                if *failures >= settings.failures_to_open { open(&mut state) } else { None }
+                if *failures >= settings.failures_to_open {
+                    open(&mut state)
+                } else {
+                    None
+                }
             }
             (State::HalfOpen { .. }, Outcome::Failure) if permit.probe => open(&mut state),
             (State::HalfOpen { successes, probing }, Outcome::Success) if permit.probe => {
@@ -301,7 +315,10 @@ mod tests {
     fn classification() {
         let ok: Result<(), GatewayError> = Ok(());
         assert_eq!(Outcome::of(&ok), Outcome::Success);
-        let deadline: Result<(), _> = Err(GatewayError::Deadline { rpc: "X", sent: true });
+        let deadline: Result<(), _> = Err(GatewayError::Deadline {
+            rpc: "X",
+            sent: true,
+        });
         assert_eq!(Outcome::of(&deadline), Outcome::Failure);
         let upstream = |grpc_code| -> Result<(), GatewayError> {
             Err(GatewayError::Upstream {

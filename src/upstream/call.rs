@@ -98,7 +98,11 @@ impl Upstreams {
     /// Replaces the node list of `service` with `instances` (id, address), keeping the
     /// existing nodes (and their channels) of unchanged instances. Returns whether the
     /// list changed.
-    pub fn replace(&self, service: Service, instances: &[(String, String)]) -> Result<bool, tonic::transport::Error> {
+    pub fn replace(
+        &self,
+        service: Service,
+        instances: &[(String, String)],
+    ) -> Result<bool, tonic::transport::Error> {
         let pool = self.pool(service);
         let current = pool.snapshot();
         let same = current.loaded
@@ -119,7 +123,12 @@ impl Upstreams {
                 .find(|node| node.id == *id && node.address == *address);
             let node = match existing {
                 Some(node) => node.clone(),
-                None => Arc::new(Node::new(id.clone(), address.clone(), self.connect_timeout, self.breaker(id))?),
+                None => Arc::new(Node::new(
+                    id.clone(),
+                    address.clone(),
+                    self.connect_timeout,
+                    self.breaker(id),
+                )?),
             };
             nodes.push(node);
         }
@@ -137,20 +146,32 @@ impl Upstreams {
     }
 
     /// Calls `target` with `message`; see the module doc.
-    pub async fn call<Req, Rep>(&self, target: &Target, message: Req, meta: &CallMeta) -> Result<Rep, GatewayError>
+    pub async fn call<Req, Rep>(
+        &self,
+        target: &Target,
+        message: Req,
+        meta: &CallMeta,
+    ) -> Result<Rep, GatewayError>
     where
         Req: prost::Message + Clone + Send + 'static,
         Rep: prost::Message + Default + Send + 'static,
     {
-        let deadline = target.deadline.unwrap_or(self.settings(target.service).deadline);
+        let deadline = target
+            .deadline
+            .unwrap_or(self.settings(target.service).deadline);
         let node = self.pick(target.service, None)?;
         let retry = target.retry_unsent.then(|| message.clone());
         let first = self.call_node(target, &node, message, meta, deadline).await;
         match (first, retry) {
-            (Err(err), Some(message)) if !err.was_sent() => match self.pick(target.service, Some(&node)) {
-                Ok(other) => self.call_node(target, &other, message, meta, deadline).await,
-                Err(_) => Err(err),
-            },
+            (Err(err), Some(message)) if !err.was_sent() => {
+                match self.pick(target.service, Some(&node)) {
+                    Ok(other) => {
+                        self.call_node(target, &other, message, meta, deadline)
+                            .await
+                    }
+                    Err(_) => Err(err),
+                }
+            }
             (result, _) => result,
         }
     }
@@ -167,7 +188,10 @@ impl Upstreams {
                 },
                 NoPick::AllRefused(node) => GatewayError::BreakerOpen {
                     instance: node.id.clone(),
-                    open_for: node.breaker.open_until().map_or(Duration::ZERO, |until| until - now),
+                    open_for: node
+                        .breaker
+                        .open_until()
+                        .map_or(Duration::ZERO, |until| until - now),
                 },
             })
     }
@@ -184,16 +208,26 @@ impl Upstreams {
         Req: prost::Message + Send + 'static,
         Rep: prost::Message + Default + Send + 'static,
     {
-        let (permit, transition) = node
-            .breaker
-            .admit(Instant::now())
-            .map_err(|open_for| GatewayError::BreakerOpen {
-                instance: node.id.clone(),
-                open_for,
-            })?;
+        let (permit, transition) =
+            node.breaker
+                .admit(Instant::now())
+                .map_err(|open_for| GatewayError::BreakerOpen {
+                    instance: node.id.clone(),
+                    open_for,
+                })?;
         self.report(target.service, node, transition);
-        let result = unary(node, target.rpc, target.path.clone(), message, meta, deadline).await;
-        let transition = node.breaker.record(permit, Outcome::of(&result), Instant::now());
+        let result = unary(
+            node,
+            target.rpc,
+            target.path.clone(),
+            message,
+            meta,
+            deadline,
+        )
+        .await;
+        let transition = node
+            .breaker
+            .record(permit, Outcome::of(&result), Instant::now());
         self.report(target.service, node, transition);
         result
     }
@@ -203,9 +237,15 @@ impl Upstreams {
             return;
         };
         match transition {
-            Transition::Opened { .. } => tracing::warn!(%service, instance = %node.id, address = %node.address, "circuit breaker opened"),
-            Transition::HalfOpened => tracing::info!(%service, instance = %node.id, "circuit breaker half-open"),
-            Transition::Closed => tracing::info!(%service, instance = %node.id, "circuit breaker closed"),
+            Transition::Opened { .. } => {
+                tracing::warn!(%service, instance = %node.id, address = %node.address, "circuit breaker opened")
+            }
+            Transition::HalfOpened => {
+                tracing::info!(%service, instance = %node.id, "circuit breaker half-open")
+            }
+            Transition::Closed => {
+                tracing::info!(%service, instance = %node.id, "circuit breaker closed")
+            }
         }
         if let Some(sender) = &self.transitions {
             // The receiver lives as long as the gateway; a send after shutdown is moot.
@@ -242,10 +282,12 @@ where
     }
     let mut grpc = tonic::client::Grpc::new(node.channel.clone());
     let attempt = async {
-        grpc.ready().await.map_err(|err| GatewayError::NoHealthyInstance {
-            service: rpc_name,
-            detail: format!("instance {} is not reachable: {err}", node.address),
-        })?;
+        grpc.ready()
+            .await
+            .map_err(|err| GatewayError::NoHealthyInstance {
+                service: rpc_name,
+                detail: format!("instance {} is not reachable: {err}", node.address),
+            })?;
         grpc.unary(request, path, ProstCodec::<Req, Rep>::default())
             .await
             .map(tonic::Response::into_inner)
@@ -268,7 +310,11 @@ fn classify(rpc: &'static str, node: &Node, status: &tonic::Status) -> GatewayEr
         // A failure to connect surfaces as UNAVAILABLE before anything was sent.
         Code::Unavailable if is_connect_error(status) => GatewayError::NoHealthyInstance {
             service: rpc,
-            detail: format!("instance {} is not reachable: {}", node.address, status.message()),
+            detail: format!(
+                "instance {} is not reachable: {}",
+                node.address,
+                status.message()
+            ),
         },
         code => GatewayError::Upstream {
             rpc,

@@ -62,13 +62,18 @@ struct ServiceJson {
 
 /// Parses a `/v1/health/service` answer (also the body of a `consul watch` post).
 pub fn parse_health(body: &[u8]) -> Result<Vec<Instance>, ConsulError> {
-    let entries: Vec<Entry> = serde_json::from_slice(body).map_err(|e| ConsulError::Decode(e.to_string()))?;
+    let entries: Vec<Entry> =
+        serde_json::from_slice(body).map_err(|e| ConsulError::Decode(e.to_string()))?;
     let mut instances: Vec<Instance> = entries
         .into_iter()
         .filter(|e| !e.service.id.is_empty() && e.service.port != 0)
         .map(|e| {
             // Address rule: an empty service address means the node's address.
-            let host = if e.service.address.is_empty() { e.node.address } else { e.service.address };
+            let host = if e.service.address.is_empty() {
+                e.node.address
+            } else {
+                e.service.address
+            };
             Instance {
                 id: e.service.id,
                 address: join_host_port(&host, e.service.port),
@@ -152,7 +157,12 @@ pub struct ConsulClient {
 
 impl ConsulClient {
     /// A client for the agent at `base` (e.g. `http://127.0.0.1:8500`).
-    pub fn new(base: &str, token: Option<String>, datacenter: Option<String>, request_timeout: Duration) -> Result<Self, ConsulError> {
+    pub fn new(
+        base: &str,
+        token: Option<String>,
+        datacenter: Option<String>,
+        request_timeout: Duration,
+    ) -> Result<Self, ConsulError> {
         let http = reqwest::Client::builder()
             .connect_timeout(request_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -179,13 +189,23 @@ impl ConsulClient {
 
     /// Passing instances of `service`. With `index`, a blocking query that returns when
     /// the result changes past `index` or after `wait`.
-    pub async fn health(&self, service: &str, index: Option<u64>, wait: Duration) -> Result<Health, ConsulError> {
+    pub async fn health(
+        &self,
+        service: &str,
+        index: Option<u64>,
+        wait: Duration,
+    ) -> Result<Health, ConsulError> {
         let path = format!("/v1/health/service/{}", encode(service));
-        let mut request = self.request(reqwest::Method::GET, &path).query(&[("passing", "true")]);
+        let mut request = self
+            .request(reqwest::Method::GET, &path)
+            .query(&[("passing", "true")]);
         let timeout = match index {
             Some(index) => {
                 let wait_ms = wait.as_millis().max(1);
-                request = request.query(&[("index", index.to_string()), ("wait", format!("{wait_ms}ms"))]);
+                request = request.query(&[
+                    ("index", index.to_string()),
+                    ("wait", format!("{wait_ms}ms")),
+                ]);
                 // Consul may hold the answer for wait + wait/16 of jitter.
                 wait + wait / 16 + self.request_timeout
             }
@@ -207,7 +227,12 @@ impl ConsulClient {
     }
 
     /// Sets a TTL check's state (and restarts its TTL).
-    pub async fn update_check(&self, check_id: &str, status: CheckStatus, output: &str) -> Result<(), ConsulError> {
+    pub async fn update_check(
+        &self,
+        check_id: &str,
+        status: CheckStatus,
+        output: &str,
+    ) -> Result<(), ConsulError> {
         let path = format!("/v1/agent/check/update/{}", encode(check_id));
         let response = self
             .request(reqwest::Method::PUT, &path)
@@ -220,11 +245,19 @@ impl ConsulClient {
 
     /// Puts a service instance into (or out of) maintenance: a critical check that no
     /// TTL heartbeat overrides.
-    pub async fn maintenance(&self, service_id: &str, enable: bool, reason: &str) -> Result<(), ConsulError> {
+    pub async fn maintenance(
+        &self,
+        service_id: &str,
+        enable: bool,
+        reason: &str,
+    ) -> Result<(), ConsulError> {
         let path = format!("/v1/agent/service/maintenance/{}", encode(service_id));
         let response = self
             .request(reqwest::Method::PUT, &path)
-            .query(&[("enable", if enable { "true" } else { "false" }), ("reason", reason)])
+            .query(&[
+                ("enable", if enable { "true" } else { "false" }),
+                ("reason", reason),
+            ])
             .timeout(self.request_timeout)
             .send()
             .await?;
@@ -280,7 +313,10 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/tests/fixtures/consul/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/tests/fixtures/consul/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
@@ -295,9 +331,18 @@ mod tests {
         assert_eq!(
             instances,
             vec![
-                Instance { id: "a".into(), address: "10.0.0.9:50051".into() },
-                Instance { id: "b".into(), address: "[fe80::1]:50052".into() },
-                Instance { id: "c".into(), address: "outing.local:50053".into() },
+                Instance {
+                    id: "a".into(),
+                    address: "10.0.0.9:50051".into()
+                },
+                Instance {
+                    id: "b".into(),
+                    address: "[fe80::1]:50052".into()
+                },
+                Instance {
+                    id: "c".into(),
+                    address: "outing.local:50053".into()
+                },
             ]
         );
     }
@@ -317,16 +362,25 @@ mod tests {
         assert_eq!(
             instances,
             vec![
-                Instance { id: "outing-6c1f2a".into(), address: "10.0.1.21:10110".into() },
+                Instance {
+                    id: "outing-6c1f2a".into(),
+                    address: "10.0.1.21:10110".into()
+                },
                 // Empty Service.Address: reached at the node's address.
-                Instance { id: "outing-9d0e11".into(), address: "10.0.1.12:10111".into() },
+                Instance {
+                    id: "outing-9d0e11".into(),
+                    address: "10.0.1.12:10111".into()
+                },
             ]
         );
     }
 
     #[test]
     fn path_segments_are_encoded() {
-        assert_eq!(encode("DMS.SMS.v1.service.outing"), "DMS.SMS.v1.service.outing");
+        assert_eq!(
+            encode("DMS.SMS.v1.service.outing"),
+            "DMS.SMS.v1.service.outing"
+        );
         assert_eq!(encode("a/b c"), "a%2Fb%20c");
     }
 }

@@ -113,7 +113,14 @@ impl ConsulDiscovery {
                 tokio::spawn(watch.run())
             })
             .collect();
-        (Arc::new(Self { names, triggers, stats }), tasks)
+        (
+            Arc::new(Self {
+                names,
+                triggers,
+                stats,
+            }),
+            tasks,
+        )
     }
 }
 
@@ -123,7 +130,9 @@ impl Discovery for ConsulDiscovery {
     }
 
     fn service_named(&self, name: &str) -> Option<Service> {
-        Service::ALL.into_iter().find(|s| self.names[s.index()] == name)
+        Service::ALL
+            .into_iter()
+            .find(|s| self.names[s.index()] == name)
     }
 }
 
@@ -162,7 +171,7 @@ impl Watch {
                 }
                 Err(err) => {
                     self.stats.update(self.service, |s| s.errors += 1);
-                    let pause = backoff.next();
+                    let pause = backoff.next_pause();
                     tracing::warn!(service = %self.service, consul_name = %self.name, error = %err, retry_in_ms = pause.as_millis() as u64, "consul watch failed; keeping the last good instance list");
                     tokio::time::sleep(pause).await;
                 }
@@ -189,7 +198,9 @@ impl Watch {
                     tracing::info!(service = %self.service, instances = instances.len(), index = health.index, "instance list updated");
                 }
             }
-            Err(err) => tracing::warn!(service = %self.service, error = %err, "consul listed an unusable address; keeping the last good list"),
+            Err(err) => {
+                tracing::warn!(service = %self.service, error = %err, "consul listed an unusable address; keeping the last good list")
+            }
         }
     }
 }
@@ -213,12 +224,19 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Self {
-        Self { base, max, attempt: 0 }
+        Self {
+            base,
+            max,
+            attempt: 0,
+        }
     }
 
     /// The next pause: uniformly random in [ceiling/2, ceiling], ceiling doubling up to `max`.
-    pub fn next(&mut self) -> Duration {
-        let ceiling = self.base.saturating_mul(1u32 << self.attempt.min(16)).min(self.max);
+    pub fn next_pause(&mut self) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(self.max);
         self.attempt = self.attempt.saturating_add(1);
         let half = ceiling / 2;
         half + half.mul_f64(rand::random::<f64>())
@@ -244,12 +262,12 @@ mod tests {
     #[test]
     fn backoff_grows_with_jitter_and_is_capped() {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let first = backoff.next();
+        let first = backoff.next_pause();
         assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
         for _ in 0..20 {
-            assert!(backoff.next() <= Duration::from_secs(1));
+            assert!(backoff.next_pause() <= Duration::from_secs(1));
         }
         backoff.reset();
-        assert!(backoff.next() <= Duration::from_millis(100));
+        assert!(backoff.next_pause() <= Duration::from_millis(100));
     }
 }

@@ -19,7 +19,11 @@ use super::consul::ConsulClient;
 use super::discovery::Backoff;
 
 /// Consumes breaker transitions until the sender side is dropped.
-pub async fn run(client: ConsulClient, replica: String, mut transitions: mpsc::UnboundedReceiver<NodeTransition>) {
+pub async fn run(
+    client: ConsulClient,
+    replica: String,
+    mut transitions: mpsc::UnboundedReceiver<NodeTransition>,
+) {
     while let Some(event) = transitions.recv().await {
         if let Transition::Opened { until } = event.transition {
             tokio::spawn(flip_cycle(client.clone(), replica.clone(), event, until));
@@ -36,7 +40,13 @@ async fn flip_cycle(client: ConsulClient, replica: String, event: NodeTransition
         "sms-gateway {replica}: circuit breaker open until unix {}",
         unix_now() + open_for.as_secs()
     );
-    let enabled = retry_until(until, || client.maintenance(&node.id, true, &reason), &node.id, "mark critical").await;
+    let enabled = retry_until(
+        until,
+        || client.maintenance(&node.id, true, &reason),
+        &node.id,
+        "mark critical",
+    )
+    .await;
     if enabled {
         tracing::info!(service = %event.service, instance = %node.id, "instance marked critical in consul (maintenance)");
     }
@@ -46,7 +56,14 @@ async fn flip_cycle(client: ConsulClient, replica: String, event: NodeTransition
     }
     // Lift it whether or not the enable call was seen to succeed: it may have landed.
     let give_up = Instant::now() + Duration::from_secs(600);
-    if retry_until(give_up, || client.maintenance(&node.id, false, ""), &node.id, "mark passing").await {
+    if retry_until(
+        give_up,
+        || client.maintenance(&node.id, false, ""),
+        &node.id,
+        "mark passing",
+    )
+    .await
+    {
         tracing::info!(service = %event.service, instance = %node.id, "instance marked passing in consul");
     }
 }
@@ -62,7 +79,7 @@ where
         match call().await {
             Ok(()) => return true,
             Err(err) => {
-                let pause = backoff.next();
+                let pause = backoff.next_pause();
                 if Instant::now() + pause >= deadline {
                     tracing::error!(instance, what, error = %err, "consul health flip failed; giving up");
                     return false;

@@ -76,7 +76,10 @@ impl ServicePool {
 
     /// Replaces the whole list.
     pub fn replace(&self, nodes: Vec<Arc<Node>>) {
-        self.list.store(Arc::new(NodeList { nodes, loaded: true }));
+        self.list.store(Arc::new(NodeList {
+            nodes,
+            loaded: true,
+        }));
     }
 
     /// The next node in round-robin order, skipping nodes `accept` refuses (for
@@ -114,7 +117,9 @@ mod tests {
             .map(|i| {
                 let addr = format!("127.0.0.1:{}", 40000 + i);
                 let breaker = Arc::new(Breaker::new(Default::default()));
-                Arc::new(Node::new(addr.clone(), addr, Duration::from_secs(1), breaker).expect("node"))
+                Arc::new(
+                    Node::new(addr.clone(), addr, Duration::from_secs(1), breaker).expect("node"),
+                )
             })
             .collect()
     }
@@ -122,7 +127,10 @@ mod tests {
     #[tokio::test]
     async fn round_robin_visits_every_node_in_turn() {
         let pool = ServicePool::new(nodes(3));
-        let picks: Vec<String> = (0..6).filter_map(|_| pool.pick(|_| true).ok()).map(|n| n.id.clone()).collect();
+        let picks: Vec<String> = (0..6)
+            .filter_map(|_| pool.pick(|_| true).ok())
+            .map(|n| n.id.clone())
+            .collect();
         assert_eq!(picks[0..3], picks[3..6]);
         let mut first = picks[0..3].to_vec();
         first.sort();
@@ -139,7 +147,10 @@ mod tests {
             assert_ne!(node.id, refused);
         }
         assert!(matches!(pool.pick(|_| false), Err(NoPick::AllRefused(_))));
-        assert!(matches!(ServicePool::default().pick(|_| true), Err(NoPick::Empty)));
+        assert!(matches!(
+            ServicePool::default().pick(|_| true),
+            Err(NoPick::Empty)
+        ));
         assert!(!ServicePool::default().snapshot().loaded);
     }
 }

@@ -70,25 +70,35 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .ok_or_else(|| bad("X-Consul-Index header with an integer is required"))?;
-    let entries: Vec<serde_json::Value> =
-        serde_json::from_slice(&body).map_err(|e| bad(&format!("body must be the consul health array: {e}")))?;
+    let entries: Vec<serde_json::Value> = serde_json::from_slice(&body)
+        .map_err(|e| bad(&format!("body must be the consul health array: {e}")))?;
     parse_health(&body).map_err(|e| bad(&e.to_string()))?;
     let named = query
         .service
-        .or_else(|| headers.get("service").and_then(|v| v.to_str().ok()).map(str::to_owned))
+        .or_else(|| {
+            headers
+                .get("service")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
         .or_else(|| {
             entries
                 .first()
                 .and_then(|e| e["Service"]["Service"].as_str())
                 .map(str::to_owned)
         })
-        .ok_or_else(|| bad("name the service with ?service=, a Service header or a non-empty body"))?;
+        .ok_or_else(|| {
+            bad("name the service with ?service=, a Service header or a non-empty body")
+        })?;
     let service = webhook
         .discovery
         .service_named(&named)
         .ok_or_else(|| bad(&format!("{named} is not a service this gateway routes to")))?;
     let duplicate = {
-        let mut last = webhook.last_index.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = webhook
+            .last_index
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let duplicate = last.get(&service) == Some(&index);
         last.insert(service, index);
         duplicate
