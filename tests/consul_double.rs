@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::time::{Instant, timeout};
 
 const SERVICE: &str = "DMS.SMS.v1.service.outing";
-const FIXTURES: &str = "/work/shared/fixtures/consul";
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/consul");
 /// Bound for anything that must happen "at once" (far below the waits used).
 const LIMIT: Duration = Duration::from_secs(10);
 

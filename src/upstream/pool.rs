@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
 use super::breaker::Breaker;
@@ -55,10 +56,22 @@ pub struct NodeList {
 }
 
 /// A service's current node list and round-robin cursor.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ServicePool {
     list: ArcSwap<NodeList>,
     next: AtomicUsize,
+    /// Bumped on every replacement, so observers can await a change.
+    generation: watch::Sender<u64>,
+}
+
+impl Default for ServicePool {
+    fn default() -> Self {
+        Self {
+            list: ArcSwap::default(),
+            next: AtomicUsize::new(0),
+            generation: watch::Sender::new(0),
+        }
+    }
 }
 
 impl ServicePool {
@@ -80,6 +93,13 @@ impl ServicePool {
             nodes,
             loaded: true,
         }));
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// A receiver that sees every replacement (for tests and metrics; never used on the
+    /// request path).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// The next node in round-robin order, skipping nodes `accept` refuses (for

@@ -1,7 +1,7 @@
 //! A double of Consul's HTTP API for the tests: a real HTTP server on a free loopback port
 //! that answers the subset of the v1 API the gateway uses with Consul's JSON shapes, headers,
 //! status codes, plain-text errors and blocking-query semantics (see `/work/shared/spec/consul.md`
-//! and the samples in `/work/shared/fixtures/consul/`).
+//! and the samples in `tests/fixtures/consul/`, copied from the shared spec).
 //!
 //! What it models:
 //! - one agent on one node (`node-1`, datacenter `dc1`, address `127.0.0.1` unless changed) with

@@ -2,6 +2,9 @@
 //! loopback port, talking real gRPC and real HTTP.
 #![allow(dead_code)]
 
+pub mod consul;
+pub mod proxy;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
@@ -15,6 +18,9 @@ use tokio::sync::oneshot;
 
 #[allow(unused_imports)]
 pub use sms_gateway::reference::seed;
+
+/// The consul-change webhook token of gateways started with [`Gateway::start_consul`].
+pub const WEBHOOK_TOKEN: &str = "test-webhook-token-0123456789";
 
 /// The test secret (never used outside tests).
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
@@ -72,9 +78,22 @@ impl Gateway {
         addresses: &BTreeMap<Service, Vec<String>>,
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
+        Self::start_config(&config_text(addresses), tweak).await
+    }
+
+    /// A gateway discovering its instances in the Consul agent at `consul_url`.
+    pub async fn start_consul(consul_url: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+        let text = format!(
+            "{}[discovery]\nmode = \"consul\"\n[consul]\naddress = \"{consul_url}\"\nwebhook_token = \"{WEBHOOK_TOKEN}\"\n",
+            config_text(&BTreeMap::new())
+        );
+        Self::start_config(&text, tweak).await
+    }
+
+    /// A gateway from configuration text, tweaked.
+    pub async fn start_config(text: &str, tweak: impl FnOnce(&mut Config)) -> Self {
         let mut config =
-            Config::from_toml(&config_text(addresses), &BTreeMap::<String, String>::new())
-                .expect("config");
+            Config::from_toml(text, &BTreeMap::<String, String>::new()).expect("config");
         tweak(&mut config);
         config.validate().expect("tweaked config");
         let gateway = app::build(&config).expect("gateway");
