@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, post};
+use opentelemetry::trace::TraceContextExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
@@ -21,13 +22,18 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::auth::{JwtKeys, TokenLifetimes};
+use crate::cache::Cache;
 use crate::config::{Config, DiscoveryMode};
 use crate::endpoints;
 use crate::http::GatewayError;
 use crate::http::error::Failure;
 use crate::http::request_id::{MakeUuid, X_REQUEST_ID};
+use crate::telemetry::record::{self, RecordCell};
+use crate::telemetry::{Metrics, propagation};
 use crate::upstream::call::ServiceSettings;
 use crate::upstream::consul::ConsulClient;
 use crate::upstream::discovery::{ConsulDiscovery, Discovery, StaticDiscovery, WatchSettings};
@@ -38,9 +44,15 @@ use crate::upstream::{Service, Upstreams, flip};
 #[derive(Debug)]
 pub struct AppState {
     pub jwt: JwtKeys,
+    pub metrics: Arc<Metrics>,
     pub upstreams: Arc<Upstreams>,
     pub discovery: Arc<dyn Discovery>,
     pub body_limit: usize,
+    /// The response cache (in process, or on Redis).
+    pub cache: Cache,
+    /// The shared Redis connection, when `redis.url` is set (for the guard's cluster
+    /// scope as well).
+    pub redis: Option<redis::aio::ConnectionManager>,
 }
 
 /// Why the gateway could not be built.
@@ -54,6 +66,8 @@ pub enum BuildError {
     Address(#[from] tonic::transport::Error),
     #[error("consul client: {0}")]
     Consul(#[from] crate::upstream::consul::ConsulError),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
 }
 
 /// A built gateway: its state, its router, and the background tasks (Consul watchers,
@@ -107,11 +121,13 @@ pub fn build(config: &Config) -> Result<Gateway, BuildError> {
         }
         _ => (None, None),
     };
+    let metrics = Arc::new(Metrics::new());
     let upstreams = Arc::new(Upstreams::new(
         settings,
         config.upstream.connect_timeout,
         config.breaker.settings(),
         transitions,
+        metrics.clone(),
     ));
     if let Some((client, rx)) = flips {
         background.push(tokio::spawn(flip::run(client, replica_name(), rx)));
@@ -145,11 +161,21 @@ pub fn build(config: &Config) -> Result<Gateway, BuildError> {
             discovery
         }
     };
+    // The response cache: on Redis when configured (connected lazily, so a Redis that
+    // is down at start-up only means bypassed caching), else in process.
+    let redis = crate::cache::redis_connection(&config.redis)?;
+    let redis_connection = redis.as_ref().map(|(_, connection)| connection.clone());
+    let (cache, cache_tasks) = Cache::build(&config.cache, &config.redis, redis);
+    background.extend(cache_tasks);
+    tracing::info!(store = cache.store_name(), "response cache");
     let state = Arc::new(AppState {
         jwt,
+        metrics,
         upstreams,
         discovery,
         body_limit: config.http.body_limit,
+        cache,
+        redis: redis_connection,
     });
     let router = router(state.clone(), config)?;
     Ok(Gateway {
@@ -201,7 +227,14 @@ pub fn router(state: Arc<AppState>, config: &Config) -> Result<Router, BuildErro
         api = api.route(path, route);
     }
     let api = api.fallback(not_found).layer(cors(config));
-    let mut app = Router::new().route("/ping", get(ping).fallback(method_not_allowed));
+    let mut app = Router::new()
+        .route("/ping", get(ping).fallback(method_not_allowed))
+        .route(
+            "/metrics",
+            get(metrics)
+                .with_state(state.clone())
+                .fallback(method_not_allowed),
+        );
     if let (DiscoveryMode::Consul, Some(token)) =
         (config.discovery.mode, &config.consul.webhook_token)
     {
@@ -224,7 +257,7 @@ pub fn router(state: Arc<AppState>, config: &Config) -> Result<Router, BuildErro
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
         ]))
-        .layer(middleware::from_fn(access_log));
+        .layer(middleware::from_fn_with_state(state.clone(), observe));
     Ok(app.layer(layers))
 }
 
@@ -299,32 +332,75 @@ async fn drop_client_request_id(mut request: Request) -> Request {
     request
 }
 
-/// One log line per request: method, route template, status, contract code, latency.
-async fn access_log(request: Request, next: Next) -> Response {
+/// Observes every request: a server span named by the route template (continuing an
+/// incoming W3C `traceparent`), one log line with what the stages recorded, and the
+/// request metrics.
+async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "<unmatched>".to_owned(), |p| p.as_str().to_owned());
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let request_id = request
         .headers()
         .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let response = next.run(request).await;
-    let status = response.status().as_u16();
-    let latency_us = started.elapsed().as_micros() as u64;
-    match response.extensions().get::<Failure>() {
-        Some(Failure(err)) if status >= 500 => tracing::error!(
-            %method, route, status, code = err.code(), latency_us, request_id, error = %err, "request"
-        ),
-        Some(Failure(err)) => tracing::info!(
-            %method, route, status, code = err.code(), latency_us, request_id, "request"
-        ),
-        None => tracing::info!(%method, route, status, code = 0, latency_us, request_id, "request"),
+    let span = tracing::debug_span!(
+        "request",
+        otel.name = route,
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        request.id = %request_id,
+        caller.kind = tracing::field::Empty,
+    );
+    if !span.is_disabled()
+        && let Some(parent) = propagation::w3c::extract(request.headers())
+    {
+        let _ignored = span.set_parent(parent);
     }
+    let cell = RecordCell::default();
+    let response = record::scope(cell.clone(), next.run(request))
+        .instrument(span.clone())
+        .await;
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    span.record("http.response.status_code", status);
+    state
+        .metrics
+        .observe_request(method.as_str(), route, status, elapsed);
+    let record = cell.lock().map(|r| r.clone()).unwrap_or_default();
+    let span_trace = (!span.is_disabled())
+        .then(|| span.context().span().span_context().trace_id())
+        .filter(|id| *id != opentelemetry::trace::TraceId::INVALID)
+        .map(|id| id.to_string());
+    let trace_id = span_trace.or(record.trace_id).unwrap_or_default();
+    let failure = response.extensions().get::<Failure>();
+    let code = failure.map_or(0, |Failure(err)| err.code());
+    let latency_us = elapsed.as_micros() as u64;
+    let caller = record.caller.as_deref().unwrap_or("");
+    let service = record.service.unwrap_or("");
+    let instance = record.instance.as_deref().unwrap_or("");
+    let cache = record.cache.unwrap_or("");
+    match failure {
+        Some(Failure(err)) if status >= 500 => tracing::error!(
+            %method, route, status, code, latency_us, request_id, trace_id, caller, service, instance, cache, error = %err, "request"
+        ),
+        _ => tracing::info!(
+            %method, route, status, code, latency_us, request_id, trace_id, caller, service, instance, cache, "request"
+        ),
+    }
+    response
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
     response
 }
 

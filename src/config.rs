@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::jwt::JwtAlgorithm;
+use crate::telemetry::TelemetryConfig;
 use crate::upstream::Service;
 use crate::upstream::breaker::BreakerSettings;
 
@@ -35,12 +36,21 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Trace export to Jaeger over OTLP (off when no endpoint is set).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     #[serde(default)]
     pub breaker: BreakerConfig,
     #[serde(default)]
     pub discovery: DiscoveryConfig,
     #[serde(default)]
     pub consul: ConsulConfig,
+    /// The Redis server shared by the replicas (response cache, cluster guard).
+    #[serde(default)]
+    pub redis: RedisConfig,
+    /// The response cache (spec decisions 9, 12, 13, 19).
+    #[serde(default)]
+    pub cache: CacheConfig,
 }
 
 /// Per-instance circuit breaker numbers (decision 15).
@@ -483,6 +493,9 @@ impl Config {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
+        self.telemetry
+            .validate()
+            .map_err(|e| invalid("telemetry.sampling_ratio", e.to_string()))?;
         if self.breaker.open_for.is_zero() {
             return Err(invalid("breaker.open_for", "must be greater than 0"));
         }
@@ -512,6 +525,7 @@ impl Config {
                 return Err(invalid(format!("{key}.deadline"), "must be greater than 0"));
             }
         }
+        self.validate_cache()?;
         Ok(())
     }
 
@@ -618,6 +632,212 @@ fn parse_env_value(raw: &str) -> toml::Value {
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+// === Redis and the response cache ===
+
+/// The Redis server the replicas share (response cache; the guard's cluster scope).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`. Unset (the default): no Redis; the
+    /// response cache keeps its entries in process.
+    pub url: Option<String>,
+    /// Longest wait for one cache operation; past it the request is served from the
+    /// backend without the cache (fail-open). Default 50ms.
+    #[serde(default = "cache_defaults::redis_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Timeout of one connection attempt; the connection is re-established by itself.
+    /// Default 1s.
+    #[serde(
+        default = "cache_defaults::redis_connect_timeout",
+        with = "humantime_serde"
+    )]
+    pub connect_timeout: Duration,
+    /// After a failed or slow operation, leave Redis alone for this long (requests
+    /// bypass the cache at once), so an outage costs one timeout per pause, not one per
+    /// request. Default 1s.
+    #[serde(default = "cache_defaults::redis_pause", with = "humantime_serde")]
+    pub pause_after_failure: Duration,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password (decision 11).
+        f.debug_struct("RedisConfig")
+            .field("url", &self.url.as_ref().map(|_| "<set>"))
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("pause_after_failure", &self.pause_after_failure)
+            .finish()
+    }
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            timeout: cache_defaults::redis_timeout(),
+            connect_timeout: cache_defaults::redis_connect_timeout(),
+            pause_after_failure: cache_defaults::redis_pause(),
+        }
+    }
+}
+
+/// The response cache of the read endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Cache reads at all. Default true.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// How long an entry is served as fresh (decision 19). Default 60s.
+    #[serde(default = "cache_defaults::ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+    /// How long past its TTL an entry may still be served, marked `X-Cache: STALE`,
+    /// when the backend fails (503, 408, breaker open). Default 10m.
+    #[serde(default = "cache_defaults::max_stale", with = "humantime_serde")]
+    pub max_stale: Duration,
+    /// Serve stale entries of shared endpoints (same answer for every caller).
+    /// Default true.
+    #[serde(default = "defaults::yes")]
+    pub stale_for_shared: bool,
+    /// Serve stale entries of per-caller endpoints. Default false.
+    #[serde(default)]
+    pub stale_for_per_user: bool,
+    /// Least time between two warnings about Redis failures. Default 10s.
+    #[serde(default = "cache_defaults::warn_interval", with = "humantime_serde")]
+    pub warn_interval: Duration,
+    /// Bytes of entries (keys and bodies) kept in process: by the memory store, or by
+    /// the near layer in front of Redis. Default 64 MiB.
+    #[serde(default = "cache_defaults::memory_limit")]
+    pub memory_limit: u64,
+    /// With Redis: also keep entries in process, in front of Redis, so a hit needs no
+    /// round trip; other replicas' writes reach it through pub/sub (a short delay).
+    /// Default false: every lookup asks Redis, so a write through one replica is seen
+    /// by the next read through any other.
+    #[serde(default)]
+    pub near: bool,
+    /// Redis pub/sub channel of invalidations (read by near layers). Default
+    /// `sms-gateway:cache:invalidations`.
+    #[serde(default = "cache_defaults::channel")]
+    pub channel: String,
+    /// Prefix of every Redis key the cache writes. Default `sms-gateway:cache:`.
+    #[serde(default = "cache_defaults::key_prefix")]
+    pub key_prefix: String,
+    /// Per cached endpoint, by endpoint id (e.g. `[cache.endpoints."schedule.time_tables"]`).
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, EndpointCacheConfig>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ttl: cache_defaults::ttl(),
+            max_stale: cache_defaults::max_stale(),
+            stale_for_shared: true,
+            stale_for_per_user: false,
+            warn_interval: cache_defaults::warn_interval(),
+            memory_limit: cache_defaults::memory_limit(),
+            near: false,
+            channel: cache_defaults::channel(),
+            key_prefix: cache_defaults::key_prefix(),
+            endpoints: BTreeMap::new(),
+        }
+    }
+}
+
+/// Overrides for one cached endpoint.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointCacheConfig {
+    /// Its TTL; default `cache.ttl`.
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<Duration>,
+    /// Whether its stale entries are served; default by its scope
+    /// (`cache.stale_for_shared` / `cache.stale_for_per_user`).
+    pub serve_stale: Option<bool>,
+}
+
+mod cache_defaults {
+    use std::time::Duration;
+
+    pub fn redis_timeout() -> Duration {
+        Duration::from_millis(50)
+    }
+    pub fn redis_connect_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn redis_pause() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn ttl() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn max_stale() -> Duration {
+        Duration::from_secs(600)
+    }
+    pub fn warn_interval() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn memory_limit() -> u64 {
+        64 * 1024 * 1024
+    }
+    pub fn channel() -> String {
+        "sms-gateway:cache:invalidations".to_owned()
+    }
+    pub fn key_prefix() -> String {
+        "sms-gateway:cache:".to_owned()
+    }
+}
+
+impl Config {
+    /// Checks the `redis` and `cache` sections.
+    fn validate_cache(&self) -> Result<(), ConfigError> {
+        let (redis, cache) = (&self.redis, &self.cache);
+        if let Some(url) = &redis.url {
+            redis::Client::open(url.as_str())
+                .map_err(|e| invalid("redis.url", format!("not a usable Redis URL: {e}")))?;
+        }
+        for (key, value) in [
+            ("redis.timeout", redis.timeout),
+            ("redis.connect_timeout", redis.connect_timeout),
+            ("cache.ttl", cache.ttl),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if cache.memory_limit == 0 {
+            return Err(invalid("cache.memory_limit", "must be greater than 0"));
+        }
+        if cache.near && redis.url.is_none() {
+            return Err(invalid("cache.near", "needs redis.url"));
+        }
+        for (key, value) in [
+            ("cache.key_prefix", &cache.key_prefix),
+            ("cache.channel", &cache.channel),
+        ] {
+            if value.is_empty() || value.chars().any(char::is_whitespace) {
+                return Err(invalid(key, "must be non-empty, without whitespace"));
+            }
+        }
+        if cache.endpoints.is_empty() {
+            return Ok(());
+        }
+        let table = crate::endpoints::table();
+        for (id, overrides) in &cache.endpoints {
+            let key = format!("cache.endpoints.{id:?}");
+            if !table.iter().any(|ep| ep.id == id && ep.cache.is_some()) {
+                return Err(invalid(key, "names no cached endpoint"));
+            }
+            if overrides.ttl.is_some_and(|ttl| ttl.is_zero()) {
+                return Err(invalid(format!("{key}.ttl"), "must be greater than 0"));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod endpoints;
 pub mod guard;
@@ -14,4 +15,5 @@ pub mod http;
 pub mod pipeline;
 pub mod proto;
 pub mod reference;
+pub mod telemetry;
 pub mod upstream;

@@ -1,16 +1,17 @@
 //! The `sms-gateway` command: run the gateway, the reference services, or both (demo);
 //! mint a token; check a configuration.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use sms_gateway::app;
-use sms_gateway::config::{Config, LogFormat, ProcessEnv};
+use sms_gateway::config::{Config, LogConfig, LogFormat, ProcessEnv};
 use sms_gateway::reference::{self, Options, Shared, registration};
+use sms_gateway::telemetry;
 use sms_gateway::upstream::Service;
 use sms_gateway::upstream::consul::ConsulClient;
 use tokio::net::TcpListener;
@@ -87,11 +88,17 @@ async fn run(command: Command) -> Result<()> {
         Command::Demo { listen } => demo(listen).await,
         Command::Serve { config } => {
             let config = Config::load(Some(&config), &ProcessEnv).context("configuration")?;
-            init_logs(config.log.format, &config.log.level);
+            let provider = init_telemetry(&config)?;
             let listener = TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("binding {}", config.listen))?;
-            gateway(config, listener).await
+            let result = gateway(config, listener).await;
+            if let Some(provider) = provider
+                && let Err(err) = provider.shutdown()
+            {
+                tracing::warn!(error = %err, "flushing traces at exit failed");
+            }
+            result
         }
         Command::Services {
             listen_base,
@@ -124,18 +131,22 @@ async fn run(command: Command) -> Result<()> {
     }
 }
 
+/// Installs the log subscriber (and the OTLP trace export when configured); the
+/// returned provider must be shut down at exit to flush the last spans.
+fn init_telemetry(config: &Config) -> Result<Option<SdkTracerProvider>> {
+    let provider = telemetry::tracer_provider(&config.telemetry)?;
+    tracing::subscriber::set_global_default(telemetry::subscriber(&config.log, provider.as_ref()))
+        .context("installing the log subscriber")?;
+    Ok(provider)
+}
+
+/// Logs only, for commands without a gateway configuration.
 fn init_logs(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init(),
-        LogFormat::Text => builder.init(),
-    }
+    let log = LogConfig {
+        format,
+        level: level.to_owned(),
+    };
+    let _already_set = tracing::subscriber::set_global_default(telemetry::subscriber(&log, None));
 }
 
 async fn gateway(config: Config, listener: TcpListener) -> Result<()> {
@@ -224,9 +235,10 @@ async fn demo(listen: SocketAddr) -> Result<()> {
             service.service, service.address
         ));
     }
-    let config = Config::from_toml(&text, &BTreeMap::<String, String>::new())
-        .context("demo configuration")?;
-    init_logs(config.log.format, &config.log.level);
+    // SMS_* variables still apply, e.g. SMS_TELEMETRY__OTLP_ENDPOINT to watch the demo
+    // in Jaeger.
+    let config = Config::from_toml(&text, &ProcessEnv).context("demo configuration")?;
+    init_telemetry(&config)?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;

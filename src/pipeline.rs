@@ -1,15 +1,20 @@
 //! The one request pipeline, generic over endpoints (architecture principle 1).
 //!
 //! Order (decision 7 and the architecture): authenticate (401) → authorize (403) → path
-//! parameters (400/-204) → bind and validate the input (400) → pick an instance and call
-//! it with a deadline (503/408) → map the in-band reply to the envelope. Endpoints supply
-//! data and an [`Adapter`]; they never reorder or repeat these stages.
+//! parameters (400/-204) → bind and validate the input (400) → cache lookup (a hit
+//! answers here) → pick an instance and call it with a deadline (503/408) → map the
+//! in-band reply to the envelope → fill the cache or invalidate. Endpoints supply data
+//! (including their cache policy) and an [`Adapter`]; they never reorder or repeat these
+//! stages. A cached answer is therefore only ever served after authentication, the 403
+//! check and validation passed (decision 9).
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{FromRequestParts, RawPathParams, Request};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::uri::PathAndQuery;
 use tower_http::request_id::RequestId;
@@ -17,6 +22,7 @@ use validator::Validate;
 
 use crate::app::AppState;
 use crate::auth::Principal;
+use crate::cache::{self, Entry, Outcome, Role, Values, X_CACHE, XCache};
 use crate::endpoints::{Adapter, Call, Endpoint, Idempotency, InBand, PathParams, Rpc, Success};
 use crate::http::error::json_content_type;
 use crate::http::{GatewayError, input};
@@ -40,6 +46,11 @@ pub trait Handler: Send + Sync {
         ctx: &'a RequestContext,
         request: Request,
     ) -> BoxFuture<'a, Result<Response, GatewayError>>;
+
+    /// The wire names of the input's fields, read once from its serde derive; `None`
+    /// when the input is not a struct. The table check uses them to prove that cache
+    /// keys name every field.
+    fn input_fields(&self) -> Option<&'static [&'static str]>;
 }
 
 /// Wraps an adapter as the endpoint's handler; the method path is parsed once here.
@@ -47,12 +58,14 @@ pub fn handler<A: Adapter>(rpc: Rpc, adapter: A) -> Arc<dyn Handler> {
     Arc::new(Typed {
         adapter,
         path: PathAndQuery::from_static(rpc.path),
+        fields: cache::fields::field_names::<A::Input>(),
     })
 }
 
 struct Typed<A> {
     adapter: A,
     path: PathAndQuery,
+    fields: Option<&'static [&'static str]>,
 }
 
 impl<A> Typed<A> {
@@ -76,22 +89,145 @@ impl<A: Adapter> Handler for Typed<A> {
         request: Request,
     ) -> BoxFuture<'a, Result<Response, GatewayError>> {
         Box::pin(async move {
+            // The query is kept for cache keys (a cheap, shared copy of the URI).
+            let uri = request.uri().clone();
             let input = bind::<A::Input>(endpoint, request, state.body_limit).await?;
+            // 4. the per-service rate limit (429) belongs here, before the cache.
             let call = Call {
                 principal: ctx.principal.as_ref(),
                 params: &ctx.params,
                 jwt: &state.jwt,
             };
-            let message = self.adapter.request(&call, input);
-            let reply: A::Reply = state
-                .upstreams
-                .call(&self.target(endpoint), message, &ctx.meta)
-                .await?;
-            let status = success_status(endpoint.rpc.name, &reply)?;
-            let success = self.adapter.success(&call, reply)?;
-            Ok(success_response(status, success))
+            let values = Values {
+                params: &ctx.params,
+                query: uri.query(),
+                caller: call.caller(),
+            };
+            // Nothing of the call is built before the cache stage asks for it: a hit
+            // costs no request message.
+            let upstream = async {
+                let message = self.adapter.request(&call, input);
+                let reply: A::Reply = state
+                    .upstreams
+                    .call(&self.target(endpoint), message, &ctx.meta)
+                    .await?;
+                let status = success_status(endpoint.rpc.name, &reply)?;
+                let success = self.adapter.success(&call, reply)?;
+                Ok(Entry::new(status, success_body(status, success)))
+            };
+            Ok(through_cache(state, endpoint, &values, upstream).await)
         })
     }
+
+    fn input_fields(&self) -> Option<&'static [&'static str]> {
+        self.fields
+    }
+}
+
+/// 5–8. The cache stage around the upstream call: lookup (a fresh hit answers), the
+/// call (coalesced per slot), fill on the cached status, invalidations, and a stale
+/// answer when the backend is unavailable. Writes invalidate the groups they declare
+/// before their response is sent (decision 12). The cache never fails a request: any
+/// store failure is a bypass.
+async fn through_cache<F>(
+    state: &AppState,
+    endpoint: &Endpoint,
+    values: &Values<'_>,
+    upstream: F,
+) -> Response
+where
+    F: Future<Output = Outcome>,
+{
+    let cache = &state.cache;
+    let Some(read) = &endpoint.cache else {
+        let outcome = upstream.await;
+        if !endpoint.invalidates.is_empty() && cache::may_have_changed(&outcome) {
+            cache.invalidate(&endpoint.invalidates, values).await;
+        }
+        return respond(outcome, None);
+    };
+    let lookup = match cache.plan(endpoint.id, read, values) {
+        Some(plan) => cache.lookup(&plan).await.ok().map(|found| (plan, found)),
+        None => None,
+    };
+    let Some((plan, found)) = lookup else {
+        let outcome = upstream.await;
+        if matches!(&outcome, Ok(entry) if entry.status == read.status) {
+            // The backend read happened: its side effects still invalidate (the store
+            // applies them once it works again).
+            cache.invalidate(&read.on_miss, values).await;
+        }
+        cache.count(XCache::Bypass, Role::Leader);
+        return respond(outcome, Some(XCache::Bypass));
+    };
+    let now = cache::store::now_ms();
+    let mut stale = None;
+    if let Some(entry) = found.entry {
+        let age = entry.age(now);
+        if age < plan.settings.ttl {
+            cache.count(XCache::Hit, Role::Leader);
+            return replay(&entry, XCache::Hit, now);
+        }
+        if plan.settings.stale_usable(age) {
+            stale = Some(entry);
+        }
+    }
+    let slot = found.slot;
+    let call = async {
+        let outcome = upstream.await;
+        if let Ok(entry) = &outcome
+            && entry.status == read.status
+        {
+            cache.fill(&slot, entry, plan.settings.keep()).await;
+            // Decision 13: a read that changes state invalidates what it changed; only
+            // a miss reaches the backend, so a hit changes nothing.
+            cache.invalidate(&read.on_miss, values).await;
+        }
+        outcome
+    };
+    let (outcome, role) = cache.flights().run(&slot, call).await;
+    match (outcome, stale) {
+        (Err(error), Some(entry)) if cache::allows_stale(&error) => {
+            tracing::info!(endpoint = endpoint.id, %error, "backend unavailable; serving a stale answer");
+            cache.count(XCache::Stale, role);
+            replay(&entry, XCache::Stale, cache::store::now_ms())
+        }
+        (outcome, _) => {
+            cache.count(XCache::Miss, role);
+            respond(outcome, Some(XCache::Miss))
+        }
+    }
+}
+
+/// A stored answer, byte for byte, with `X-Cache` and its `Age` in seconds.
+fn replay(entry: &Entry, how: XCache, now_ms: u64) -> Response {
+    let mut response = body_response(entry.status, entry.body.clone());
+    let headers = response.headers_mut();
+    headers.insert(X_CACHE.clone(), how.header_value());
+    headers.insert(header::AGE, HeaderValue::from(entry.age(now_ms).as_secs()));
+    response
+}
+
+/// The response of an outcome, with `X-Cache` on cached endpoints.
+fn respond(outcome: Outcome, how: Option<XCache>) -> Response {
+    let mut response = match outcome {
+        Ok(entry) => body_response(entry.status, entry.body),
+        Err(error) => error.into_response(),
+    };
+    if let Some(how) = how {
+        response
+            .headers_mut()
+            .insert(X_CACHE.clone(), how.header_value());
+    }
+    response
+}
+
+fn body_response(status: StatusCode, body: Bytes) -> Response {
+    let mut response = (status, Body::from(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, json_content_type());
+    response
 }
 
 /// Runs the whole pipeline for one matched request; every failure becomes its envelope.
@@ -114,7 +250,12 @@ async fn run(
             .headers
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes());
-        Some(state.jwt.authenticate(header)?)
+        let principal = state.jwt.authenticate(header)?;
+        crate::telemetry::record::update(|r| r.caller = Some(principal.uuid.clone()));
+        if let Some(kind) = principal.kind {
+            tracing::Span::current().record("caller.kind", kind.as_str());
+        }
+        Some(principal)
     } else {
         None
     };
@@ -139,10 +280,7 @@ async fn run(
     let ctx = RequestContext {
         principal,
         params,
-        meta: CallMeta {
-            request_id,
-            span_context: new_span_context(),
-        },
+        meta: CallMeta { request_id },
     };
     let request = Request::from_parts(parts, body);
     endpoint.handler.run(state, endpoint, &ctx, request).await
@@ -194,8 +332,8 @@ fn success_status(rpc: &'static str, reply: &impl InBand) -> Result<StatusCode, 
     }
 }
 
-/// Writes `{status, code: 0, message, ...data}`.
-fn success_response(status: StatusCode, success: Success) -> Response {
+/// Serialises `{status, code: 0, message, ...data}` once; a cache stores these bytes.
+fn success_body(status: StatusCode, success: Success) -> Bytes {
     let mut body = match success.data {
         serde_json::Value::Object(map) => map,
         _ => serde_json::Map::new(),
@@ -203,20 +341,7 @@ fn success_response(status: StatusCode, success: Success) -> Response {
     body.insert("status".into(), status.as_u16().into());
     body.insert("code".into(), 0.into());
     body.insert("message".into(), success.message.into_owned().into());
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
-    let mut response = (status, bytes).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, json_content_type());
-    response
-}
-
-/// A fresh Jaeger-form span context (`trace:span:parent:flags`, sampled) for backends
-/// that parse `span-context`.
-fn new_span_context() -> String {
-    let trace: u128 = rand::random();
-    let span: u64 = rand::random::<u64>() | 1;
-    format!("{trace:032x}:{span:016x}:0:1")
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -254,15 +379,5 @@ mod tests {
             let err = success_status("X", &Reply(invalid)).expect_err("invalid");
             assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
         }
-    }
-
-    #[test]
-    fn span_context_has_jaeger_form() {
-        let ctx = new_span_context();
-        let parts: Vec<&str> = ctx.split(':').collect();
-        assert_eq!(parts.len(), 4);
-        assert_eq!(parts[0].len(), 32);
-        assert_eq!(parts[1].len(), 16);
-        assert_eq!(parts[3], "1");
     }
 }

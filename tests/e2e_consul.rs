@@ -29,16 +29,31 @@ impl World {
     async fn start() -> Self {
         let consul = ConsulDouble::start().await;
         let shared = Shared::seeded();
-        let services = reference::spawn_all(None, &shared, &Options::default()).await.expect("services");
+        let services = reference::spawn_all(None, &shared, &Options::default())
+            .await
+            .expect("services");
         for running in &services {
             let id = format!("{}-1", running.service);
-            consul.register_ttl(running.service.consul_name(), &id, "127.0.0.1", running.address.port());
+            consul.register_ttl(
+                running.service.consul_name(),
+                &id,
+                "127.0.0.1",
+                running.address.port(),
+            );
         }
-        Self { consul, shared, services }
+        Self {
+            consul,
+            shared,
+            services,
+        }
     }
 
     fn address(&self, service: Service) -> std::net::SocketAddr {
-        self.services.iter().find(|r| r.service == service).map(|r| r.address).expect("running")
+        self.services
+            .iter()
+            .find(|r| r.service == service)
+            .map(|r| r.address)
+            .expect("running")
     }
 }
 
@@ -58,7 +73,15 @@ fn fast(config: &mut Config) {
 
 /// The instance ids of `service` in `gw`'s current list.
 fn ids(gw: &Gateway, service: Service) -> Vec<String> {
-    gw.gateway.state.upstreams.pool(service).snapshot().nodes.iter().map(|n| n.id.clone()).collect()
+    gw.gateway
+        .state
+        .upstreams
+        .pool(service)
+        .snapshot()
+        .nodes
+        .iter()
+        .map(|n| n.id.clone())
+        .collect()
 }
 
 /// Waits (without polling) until `service`'s list in `gw` satisfies `wanted`.
@@ -71,7 +94,11 @@ async fn until_list(gw: &Gateway, service: Service, wanted: impl Fn(&[String]) -
         }
     })
     .await;
-    assert!(waited.is_ok(), "list of {service} never became as wanted: {:?}", ids(gw, service));
+    assert!(
+        waited.is_ok(),
+        "list of {service} never became as wanted: {:?}",
+        ids(gw, service)
+    );
 }
 
 async fn all_loaded(gw: &Gateway) {
@@ -88,12 +115,20 @@ fn is_health_query(r: &RecordedRequest, service: &str) -> bool {
 async fn second_auth() -> (Shared, Running) {
     let shared = Shared::seeded();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let running = reference::spawn(Service::Auth, listener, &shared, &Options::default()).expect("second auth");
+    let running = reference::spawn(Service::Auth, listener, &shared, &Options::default())
+        .expect("second auth");
     (shared, running)
 }
 
 async fn own_info(gw: &Gateway) -> u16 {
-    gw.call(Method::GET, &format!("/v1/students/uuid/{STUDENT}"), STUDENT, None).await.0
+    gw.call(
+        Method::GET,
+        &format!("/v1/students/uuid/{STUDENT}"),
+        STUDENT,
+        None,
+    )
+    .await
+    .0
 }
 
 #[tokio::test]
@@ -105,7 +140,9 @@ async fn new_instances_get_traffic_and_deregistered_ones_stop_within_one_blockin
 
     let (second, running) = second_auth().await;
     let registered_at = Instant::now();
-    world.consul.register_ttl(AUTH, "auth-2", "127.0.0.1", running.address.port());
+    world
+        .consul
+        .register_ttl(AUTH, "auth-2", "127.0.0.1", running.address.port());
     // The watcher's blocking query waits up to 5 minutes: only Consul's wake-up can
     // explain a quick update.
     until_list(&gw, Service::Auth, |ids| ids.contains(&"auth-2".to_owned())).await;
@@ -114,14 +151,21 @@ async fn new_instances_get_traffic_and_deregistered_ones_stop_within_one_blockin
         assert_eq!(own_info(&gw).await, 200);
     }
     let served = second.metadata.all().len();
-    assert_eq!(served, 2, "round robin sends every other call to the new instance");
+    assert_eq!(
+        served, 2,
+        "round robin sends every other call to the new instance"
+    );
 
     world.consul.deregister("auth-2");
     until_list(&gw, Service::Auth, |ids| ids == ["auth-1"]).await;
     for _ in 0..4 {
         assert_eq!(own_info(&gw).await, 200);
     }
-    assert_eq!(second.metadata.all().len(), served, "a deregistered instance gets nothing");
+    assert_eq!(
+        second.metadata.all().len(),
+        served,
+        "a deregistered instance gets nothing"
+    );
     running.task.abort();
 }
 
@@ -145,7 +189,12 @@ async fn requests_never_call_consul() {
     for _ in 0..200 {
         assert_eq!(own_info(&gw).await, 200);
     }
-    assert_eq!(world.consul.count(|_| true), 0, "{:?}", world.consul.requests());
+    assert_eq!(
+        world.consul.count(|_| true),
+        0,
+        "{:?}",
+        world.consul.requests()
+    );
 }
 
 #[tokio::test]
@@ -154,9 +203,13 @@ async fn a_killed_instance_is_flipped_critical_and_dropped_by_every_replica_then
     // auth-1 sits behind a proxy the test can kill; auth-2 is a healthy second instance.
     let proxy = Proxy::start(world.address(Service::Auth)).await;
     world.consul.deregister("auth-1");
-    world.consul.register_ttl(AUTH, "auth-1", "127.0.0.1", proxy.address().port());
+    world
+        .consul
+        .register_ttl(AUTH, "auth-1", "127.0.0.1", proxy.address().port());
     let (second, running) = second_auth().await;
-    world.consul.register_ttl(AUTH, "auth-2", "127.0.0.1", running.address.port());
+    world
+        .consul
+        .register_ttl(AUTH, "auth-2", "127.0.0.1", running.address.port());
     let both = |ids: &[String]| ids.len() == 2;
     let gw1 = Gateway::start_consul(&world.consul.url(), fast).await;
     let gw2 = Gateway::start_consul(&world.consul.url(), fast).await;
@@ -167,12 +220,19 @@ async fn a_killed_instance_is_flipped_critical_and_dropped_by_every_replica_then
     // Reads that fail to connect are retried on the other instance: no client error.
     let mut sent = 0;
     while !world.consul.maintenance_enabled("auth-1") {
-        assert_eq!(own_info(&gw1).await, 200, "reads fail over to the healthy instance");
+        assert_eq!(
+            own_info(&gw1).await,
+            200,
+            "reads fail over to the healthy instance"
+        );
         sent += 1;
         assert!(sent < 200, "breaker never flipped the instance");
         if sent >= 20 {
             // The breaker has opened; the flip is on its way.
-            world.consul.wait_for(|c| c.maintenance_enabled("auth-1")).await;
+            world
+                .consul
+                .wait_for(|c| c.maintenance_enabled("auth-1"))
+                .await;
         }
     }
     let only_second = |ids: &[String]| ids == ["auth-2"];
@@ -182,7 +242,11 @@ async fn a_killed_instance_is_flipped_critical_and_dropped_by_every_replica_then
     for _ in 0..4 {
         assert_eq!(own_info(&gw2).await, 200);
     }
-    assert_eq!(second.metadata.all().len(), before + 4, "the second replica only uses auth-2");
+    assert_eq!(
+        second.metadata.all().len(),
+        before + 4,
+        "the second replica only uses auth-2"
+    );
 
     proxy.revive().await;
     // After the open period the flip is undone and both replicas take auth-1 back.
@@ -193,7 +257,10 @@ async fn a_killed_instance_is_flipped_critical_and_dropped_by_every_replica_then
     for _ in 0..4 {
         assert_eq!(own_info(&gw2).await, 200);
     }
-    assert!(world.shared.metadata.all().len() > first_calls, "auth-1 is in rotation again");
+    assert!(
+        world.shared.metadata.all().len() > first_calls,
+        "auth-1 is in rotation again"
+    );
     running.task.abort();
 }
 
@@ -208,7 +275,9 @@ async fn consul_down_keeps_the_last_list_and_changes_flow_again_when_it_returns(
     }
     world.consul.resume().await;
     let (_second, running) = second_auth().await;
-    world.consul.register_ttl(AUTH, "auth-2", "127.0.0.1", running.address.port());
+    world
+        .consul
+        .register_ttl(AUTH, "auth-2", "127.0.0.1", running.address.port());
     until_list(&gw, Service::Auth, |ids| ids.len() == 2).await;
     running.task.abort();
 }
@@ -218,8 +287,16 @@ async fn an_index_going_backwards_resets_and_index_zero_does_not_spin() {
     let world = World::start().await;
     let gw = Gateway::start_consul(&world.consul.url(), fast).await;
     all_loaded(&gw).await;
-    let auth_queries = |c: &ConsulDouble| c.requests().into_iter().filter(|r| is_health_query(r, AUTH)).collect::<Vec<_>>();
-    world.consul.wait_for(|c| auth_queries(c).iter().any(|r| r.param("index").is_some())).await;
+    let auth_queries = |c: &ConsulDouble| {
+        c.requests()
+            .into_iter()
+            .filter(|r| is_health_query(r, AUTH))
+            .collect::<Vec<_>>()
+    };
+    world
+        .consul
+        .wait_for(|c| auth_queries(c).iter().any(|r| r.param("index").is_some()))
+        .await;
 
     world.consul.clear_requests();
     world.consul.reset_index(AUTH, 1);
@@ -235,7 +312,10 @@ async fn an_index_going_backwards_resets_and_index_zero_does_not_spin() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let queries = auth_queries(&world.consul).len();
     // A loop that believed index 0 would ask without blocking about 100 times here.
-    assert!(queries <= 5, "{queries} queries in one second: the loop spins");
+    assert!(
+        queries <= 5,
+        "{queries} queries in one second: the loop spins"
+    );
     assert_eq!(own_info(&gw).await, 200);
 }
 
@@ -244,14 +324,20 @@ async fn webhook_triggers_a_refresh_and_rejects_bad_posts() {
     let world = World::start().await;
     let gw = Gateway::start_consul(&world.consul.url(), fast).await;
     all_loaded(&gw).await;
-    let body = reqwest::get(format!("{}/v1/health/service/{AUTH}?passing=true", world.consul.url()))
-        .await
-        .expect("health")
-        .text()
-        .await
-        .expect("body");
+    let body = reqwest::get(format!(
+        "{}/v1/health/service/{AUTH}?passing=true",
+        world.consul.url()
+    ))
+    .await
+    .expect("health")
+    .text()
+    .await
+    .expect("body");
     let post = |token: Option<&str>, index: Option<&str>, body: &str| {
-        let mut request = gw.client.post(gw.url("/events/types/consul-change")).body(body.to_owned());
+        let mut request = gw
+            .client
+            .post(gw.url("/events/types/consul-change"))
+            .body(body.to_owned());
         if let Some(token) = token {
             request = request.header("X-Gateway-Token", token);
         }
@@ -266,15 +352,29 @@ async fn webhook_triggers_a_refresh_and_rejects_bad_posts() {
     // The refresh is a non-blocking read of that service.
     world
         .consul
-        .wait_for(|c| c.requests().iter().any(|r| is_health_query(r, AUTH) && r.param("index").is_none()))
+        .wait_for(|c| {
+            c.requests()
+                .iter()
+                .any(|r| is_health_query(r, AUTH) && r.param("index").is_none())
+        })
         .await;
     let (status, reply) = gw.send(post(Some(WEBHOOK_TOKEN), Some("777"), &body)).await;
     assert_eq!(status, 200);
-    assert!(reply["message"].as_str().is_some_and(|m| m.contains("duplicate")), "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("duplicate")),
+        "{reply}"
+    );
 
     let cases = [
         (None, Some("1"), body.as_str(), 401),
-        (Some("wrong-token-wrong-token"), Some("1"), body.as_str(), 403),
+        (
+            Some("wrong-token-wrong-token"),
+            Some("1"),
+            body.as_str(),
+            403,
+        ),
         (Some(WEBHOOK_TOKEN), Some("1"), "{not json", 400),
         (Some(WEBHOOK_TOKEN), Some("1"), "{\"an\":\"object\"}", 400),
         (Some(WEBHOOK_TOKEN), None, body.as_str(), 400),
@@ -303,7 +403,9 @@ async fn measure_change_to_list_latency() {
     for round in 0..20 {
         let started = Instant::now();
         if round % 2 == 0 {
-            world.consul.register_ttl(AUTH, "auth-2", "127.0.0.1", running.address.port());
+            world
+                .consul
+                .register_ttl(AUTH, "auth-2", "127.0.0.1", running.address.port());
             until_list(&gw, Service::Auth, |ids| ids.len() == 2).await;
         } else {
             world.consul.deregister("auth-2");

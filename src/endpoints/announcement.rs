@@ -5,6 +5,17 @@
 //! Documented quirks kept (decision 4): `is_checked` is an integer; PATCH takes every
 //! field as optional and sends absent ones as `""`/0; DELETE answers with the detail
 //! endpoint's message; the check and writer lists send the path uuid as `uuid`.
+//!
+//! Cache: every read is per caller (audience, `is_checked`). Groups:
+//! `announcements.lists` (every list and search page), `announcements.details` (every
+//! detail: its previous/next links change with any write of the same type),
+//! `announcements.checks` (every unread check), `announcements.writers` and
+//! `announcements.writer.<uuid>` (writers' own lists), `announcements.reader.<uuid>`
+//! (what shows one reader's `is_checked`). A write's body type and an update's or
+//! delete's announcement type and writer are not known to the pipeline, so writes
+//! invalidate every list, detail and check: announcements change rarely. Reading a
+//! detail marks it read: a miss invalidates that reader's group (decision 13); other
+//! readers' `views` counts may lag by up to the TTL, as in the original.
 
 use axum::http::Method;
 use serde::Deserialize;
@@ -12,6 +23,7 @@ use serde_json::{Value, json};
 use validator::{Validate, ValidationError};
 
 use crate::auth::{Access, Kind};
+use crate::cache::CachePolicy;
 use crate::endpoints::NoInput;
 use crate::endpoints::{Adapter, Call, Endpoint, PathRule, Success, endpoint};
 use crate::http::GatewayError;
@@ -42,6 +54,16 @@ const WRITER_UUID: (&str, PathRule) = ("writer_uuid", PathRule::AnyUuid(&["teach
 /// Search text: non-empty, at most 100 characters.
 const SEARCH_QUERY: (&str, PathRule) = ("search_query", PathRule::Text(100));
 
+/// List and search pages of the caller.
+const LIST_GROUPS: &[&str] = &["announcements.lists", "announcements.reader.$TokenUUID"];
+/// What an update or delete can change (type and writer unknown here).
+const CHANGE: &[&str] = &[
+    "announcements.lists",
+    "announcements.details",
+    "announcements.checks",
+    "announcements.writers",
+];
+
 /// The announcement service's entries of the endpoint table.
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
@@ -54,7 +76,13 @@ pub fn endpoints() -> Vec<Endpoint> {
             CreateAnnouncement,
         )
         .access(Access::kinds(WRITERS))
-        .input(Source::Json),
+        .input(Source::Json)
+        .invalidates(&[
+            "announcements.lists",
+            "announcements.details",
+            "announcements.checks",
+            "announcements.writer.$TokenUUID",
+        ]),
         endpoint(
             "announcement.list",
             Method::GET,
@@ -64,7 +92,11 @@ pub fn endpoints() -> Vec<Endpoint> {
             ListAnnouncements,
         )
         .params(&[TYPE])
-        .input(Source::Query),
+        .input(Source::Query)
+        .cached(
+            CachePolicy::per_caller("announcements.types.$type.start.$start.count.$count")
+                .groups(LIST_GROUPS),
+        ),
         endpoint(
             "announcement.detail",
             Method::GET,
@@ -73,7 +105,13 @@ pub fn endpoints() -> Vec<Endpoint> {
             rpc!("/announcement.AnnouncementService", "GetAnnouncementDetail"),
             AnnouncementDetail,
         )
-        .params(&[ANNOUNCEMENT_UUID]),
+        .params(&[ANNOUNCEMENT_UUID])
+        .cached(
+            CachePolicy::per_caller("announcements.$announcement_uuid")
+                .groups(&["announcements.details"])
+                // Decision 13, ambiguity 23: only a miss marks it read.
+                .on_miss_invalidates(&["announcements.reader.$TokenUUID"]),
+        ),
         endpoint(
             "announcement.update",
             Method::PATCH,
@@ -84,7 +122,8 @@ pub fn endpoints() -> Vec<Endpoint> {
         )
         .access(Access::kinds(WRITERS))
         .params(&[ANNOUNCEMENT_UUID])
-        .input(Source::Json),
+        .input(Source::Json)
+        .invalidates(CHANGE),
         endpoint(
             "announcement.delete",
             Method::DELETE,
@@ -94,7 +133,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             DeleteAnnouncement,
         )
         .access(Access::kinds(WRITERS))
-        .params(&[ANNOUNCEMENT_UUID]),
+        .params(&[ANNOUNCEMENT_UUID])
+        .invalidates(CHANGE),
         endpoint(
             "announcement.check",
             Method::GET,
@@ -104,7 +144,11 @@ pub fn endpoints() -> Vec<Endpoint> {
             CheckAnnouncement,
         )
         .access(Access::own(&[Kind::Student], "student_uuid"))
-        .params(&[("student_uuid", PathRule::Uuid("student-"))]),
+        .params(&[("student_uuid", PathRule::Uuid("student-"))])
+        .cached(
+            CachePolicy::per_caller("students.$student_uuid.announcement-check")
+                .groups(&["announcements.checks", "announcements.reader.$student_uuid"]),
+        ),
         endpoint(
             "announcement.search",
             Method::GET,
@@ -114,7 +158,13 @@ pub fn endpoints() -> Vec<Endpoint> {
             SearchAnnouncements,
         )
         .params(&[TYPE, SEARCH_QUERY])
-        .input(Source::Query),
+        .input(Source::Query)
+        .cached(
+            CachePolicy::per_caller(
+                "announcements.types.$type.query.$search_query.start.$start.count.$count",
+            )
+            .groups(LIST_GROUPS),
+        ),
         endpoint(
             "announcement.by_writer",
             Method::GET,
@@ -125,7 +175,16 @@ pub fn endpoints() -> Vec<Endpoint> {
         )
         .access(Access::own(WRITERS, "writer_uuid"))
         .params(&[WRITER_UUID])
-        .input(Source::Query),
+        .input(Source::Query)
+        // The backend answers for the path's writer, `is_checked` included.
+        .cached(
+            CachePolicy::per_caller("writers.$writer_uuid.announcements.start.$start.count.$count")
+                .groups(&[
+                    "announcements.writers",
+                    "announcements.writer.$writer_uuid",
+                    "announcements.reader.$writer_uuid",
+                ]),
+        ),
     ]
 }
 

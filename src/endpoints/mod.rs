@@ -22,6 +22,8 @@ use serde::de::DeserializeOwned;
 use validator::Validate;
 
 use crate::auth::{Access, JwtKeys, Principal};
+use crate::cache::policy::{self, CachePolicy, ReadCache, Scope};
+use crate::cache::template::{Template, TemplateError, Var};
 use crate::http::GatewayError;
 use crate::http::input::Source;
 use crate::pipeline::Handler;
@@ -189,6 +191,12 @@ pub struct Endpoint {
     pub idempotency: Idempotency,
     /// The erased adapter that runs the typed stages.
     pub handler: Arc<dyn Handler>,
+    /// A read's cache policy, compiled when declared (spec §2.5, decision 9).
+    pub cache: Option<ReadCache>,
+    /// Groups a successful call invalidates before its response is sent (decision 12).
+    pub invalidates: Vec<Template>,
+    /// Cache declarations that did not compile; [`check`] reports them.
+    cache_defects: Vec<TemplateError>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -229,7 +237,17 @@ pub fn endpoint<A: Adapter>(
         deadline: None,
         idempotency,
         handler: crate::pipeline::handler(rpc, adapter),
+        cache: None,
+        invalidates: Vec::new(),
+        cache_defects: Vec::new(),
     }
+}
+
+/// The parameter names of an axum path template (`{name}` segments).
+pub fn path_names(path: &'static str) -> Vec<&'static str> {
+    path.split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .collect()
 }
 
 // === impl Endpoint (declaration builder) ===
@@ -257,6 +275,26 @@ impl Endpoint {
 
     pub fn contract_path(mut self, path: &'static str) -> Self {
         self.contract_path = path;
+        self
+    }
+
+    /// Caches this read (declare `.params` and `.input` first: the key's variables are
+    /// resolved against them now, once).
+    pub fn cached(mut self, policy: CachePolicy) -> Self {
+        let fields = self.handler.input_fields().unwrap_or_default();
+        match ReadCache::compile(&policy, &path_names(self.path), fields) {
+            Ok(read) => self.cache = Some(read),
+            Err(defect) => self.cache_defects.push(defect),
+        }
+        self
+    }
+
+    /// The groups a success invalidates (templates over path parameters and the caller).
+    pub fn invalidates(mut self, groups: &'static [&'static str]) -> Self {
+        match policy::groups(groups, &path_names(self.path)) {
+            Ok(templates) => self.invalidates.extend(templates),
+            Err(defect) => self.cache_defects.push(defect),
+        }
         self
     }
 }
@@ -288,6 +326,32 @@ pub enum TableError {
     },
     #[error("route {0}: own-uuid rule names no path parameter")]
     StrayOwnRule(&'static str),
+    #[error("endpoint {id}: {defect}")]
+    CacheTemplate {
+        id: &'static str,
+        defect: TemplateError,
+    },
+    #[error("endpoint {id}: only GET endpoints with path or query input can be cached")]
+    UncacheableEndpoint { id: &'static str },
+    #[error("endpoint {id}: a per-caller cache needs an authenticated caller")]
+    PerCallerWithoutCaller { id: &'static str },
+    #[error(
+        "endpoint {id}: the cache key does not name {name:?}, so requests differing in it would share entries"
+    )]
+    KeyMissesInput {
+        id: &'static str,
+        name: &'static str,
+    },
+    #[error("endpoint {id}: invalidates {group:?}, which no cached read belongs to")]
+    UnknownGroup {
+        id: &'static str,
+        group: &'static str,
+    },
+    #[error("endpoint {id}: belongs to group {group:?}, which nothing invalidates")]
+    UninvalidatedGroup {
+        id: &'static str,
+        group: &'static str,
+    },
 }
 
 /// Checks the table once at start-up: unique routes and ids, every path parameter
@@ -302,11 +366,7 @@ pub fn check(table: &[Endpoint]) -> Result<(), TableError> {
         if !ids.insert(ep.id) {
             return Err(TableError::DuplicateId(ep.id));
         }
-        let names: Vec<&str> = ep
-            .path
-            .split('/')
-            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .collect();
+        let names = path_names(ep.path);
         for name in &names {
             if !ep.params.iter().any(|(n, _)| n == name) {
                 return Err(TableError::UnruledParam {
@@ -330,6 +390,86 @@ pub fn check(table: &[Endpoint]) -> Result<(), TableError> {
         {
             return Err(TableError::StrayOwnRule(ep.path));
         }
+        check_cache(ep, &names)?;
+    }
+    check_groups(table)
+}
+
+/// A cached read must be a keyed GET whose key names everything a request can vary.
+fn check_cache(ep: &Endpoint, names: &[&'static str]) -> Result<(), TableError> {
+    if let Some(defect) = ep.cache_defects.first() {
+        return Err(TableError::CacheTemplate {
+            id: ep.id,
+            defect: defect.clone(),
+        });
+    }
+    let Some(read) = &ep.cache else {
+        return Ok(());
+    };
+    let fields = ep.handler.input_fields();
+    let keyed_input = match ep.source {
+        Source::None => true,
+        Source::Query => fields.is_some(),
+        _ => false,
+    };
+    if ep.method != Method::GET || !keyed_input {
+        return Err(TableError::UncacheableEndpoint { id: ep.id });
+    }
+    if read.scope == Scope::PerCaller && !ep.access.needs_token() {
+        return Err(TableError::PerCallerWithoutCaller { id: ep.id });
+    }
+    let vars: Vec<Var> = read.key.vars().collect();
+    let query = match ep.source {
+        Source::Query => fields.unwrap_or_default(),
+        _ => &[],
+    };
+    let missing = names
+        .iter()
+        .copied()
+        .find(|name| !vars.contains(&Var::Path(name)))
+        .or_else(|| {
+            query
+                .iter()
+                .copied()
+                .find(|name| !vars.contains(&Var::Query(name)))
+        });
+    match missing {
+        Some(name) => Err(TableError::KeyMissesInput { id: ep.id, name }),
+        None => Ok(()),
+    }
+}
+
+/// Every invalidated group is one some read belongs to, and every group a read belongs
+/// to is invalidated by something: a typo on either side would leave entries stale.
+fn check_groups(table: &[Endpoint]) -> Result<(), TableError> {
+    let read_families: HashSet<String> = table
+        .iter()
+        .filter_map(|ep| ep.cache.as_ref())
+        .flat_map(|read| read.groups.iter().map(Template::family))
+        .collect();
+    let mut invalidated = HashSet::new();
+    for ep in table {
+        let on_miss = ep.cache.iter().flat_map(|read| read.on_miss.iter());
+        for group in ep.invalidates.iter().chain(on_miss) {
+            let family = group.family();
+            if !read_families.contains(&family) {
+                return Err(TableError::UnknownGroup {
+                    id: ep.id,
+                    group: group.text(),
+                });
+            }
+            invalidated.insert(family);
+        }
+    }
+    for ep in table {
+        for group in ep.cache.iter().flat_map(|read| read.groups.iter()) {
+            if !invalidated.contains(&group.family()) {
+                return Err(TableError::UninvalidatedGroup {
+                    id: ep.id,
+                    group: group.text(),
+                });
+            }
+        }
     }
     Ok(())
 }
@@ -341,6 +481,148 @@ mod tests {
     #[test]
     fn table_is_well_formed() {
         check(&table()).expect("table");
+    }
+
+    /// The table with endpoint `id` replaced by `change(endpoint)`.
+    fn with(id: &str, change: impl FnOnce(Endpoint) -> Endpoint) -> Vec<Endpoint> {
+        let mut all = table();
+        let at = all.iter().position(|ep| ep.id == id).expect("endpoint");
+        let ep = all.remove(at);
+        all.insert(at, change(ep));
+        all
+    }
+
+    #[test]
+    fn exactly_the_documented_reads_are_cached_and_only_schedules_are_shared() {
+        let all = table();
+        let cached: Vec<(&str, Scope)> = all
+            .iter()
+            .filter_map(|ep| ep.cache.as_ref().map(|read| (ep.id, read.scope)))
+            .collect();
+        let ids: HashSet<&str> = cached.iter().map(|(id, _)| *id).collect();
+        let expected: HashSet<&str> = [
+            "outing.student_outings",
+            "outing.get",
+            "outing.card",
+            "outing.with_filter",
+            "schedule.by_month",
+            "schedule.time_tables",
+            "announcement.list",
+            "announcement.detail",
+            "announcement.check",
+            "announcement.search",
+            "announcement.by_writer",
+        ]
+        .into();
+        assert_eq!(ids, expected);
+        let shared: Vec<&str> = cached
+            .iter()
+            .filter(|(_, scope)| *scope == Scope::Shared)
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(shared, ["schedule.by_month"]);
+        // Auth and club stay uncached (api-auth-club.md §2.1).
+        assert!(
+            all.iter().all(|ep| ep.cache.is_none()
+                || !(ep.id.starts_with("auth.") || ep.id.starts_with("club.")))
+        );
+    }
+
+    #[test]
+    fn every_write_that_changes_data_invalidates_something() {
+        for ep in table() {
+            let may_succeed = ep.id != "outing.action_unknown";
+            if ep.method != Method::GET
+                && may_succeed
+                && ["outing.", "schedule.", "announcement."]
+                    .iter()
+                    .any(|p| ep.id.starts_with(p))
+            {
+                assert!(!ep.invalidates.is_empty(), "{} invalidates nothing", ep.id);
+            }
+        }
+    }
+
+    #[test]
+    fn invalidation_targets_must_exist() {
+        let bad = with("schedule.create", |ep| {
+            ep.invalidates(&["schedules.nowhere"])
+        });
+        assert!(matches!(
+            check(&bad),
+            Err(TableError::UnknownGroup {
+                id: "schedule.create",
+                group: "schedules.nowhere"
+            })
+        ));
+        // A typo'd variable source is fine: the family is what matters.
+        let ok = with("outing.create", |ep| ep.invalidates(&["outing.$TokenUUID"]));
+        check(&ok).expect("outing.$ is a read group family");
+    }
+
+    #[test]
+    fn read_groups_must_be_invalidated_by_something() {
+        let mut bad = table();
+        bad.retain(|ep| !ep.id.starts_with("schedule.") || ep.method == Method::GET);
+        assert!(matches!(
+            check(&bad),
+            Err(TableError::UninvalidatedGroup {
+                id: "schedule.by_month",
+                group: "schedules"
+            })
+        ));
+    }
+
+    #[test]
+    fn cache_keys_must_name_every_path_parameter_and_query_field() {
+        let no_start = with("announcement.list", |ep| {
+            ep.cached(CachePolicy::per_caller("a.$type.count.$count"))
+        });
+        assert!(matches!(
+            check(&no_start),
+            Err(TableError::KeyMissesInput {
+                id: "announcement.list",
+                name: "start"
+            })
+        ));
+        let no_path = with("outing.get", |ep| {
+            ep.cached(CachePolicy::per_caller("outings"))
+        });
+        assert!(matches!(
+            check(&no_path),
+            Err(TableError::KeyMissesInput {
+                name: "outing_uuid",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn malformed_cache_declarations_fail_the_check() {
+        let unknown_var = with("outing.get", |ep| {
+            ep.cached(CachePolicy::per_caller("outings.$nope"))
+        });
+        assert!(matches!(
+            check(&unknown_var),
+            Err(TableError::CacheTemplate {
+                id: "outing.get",
+                ..
+            })
+        ));
+        let public = with("outing.by_code", |ep| {
+            ep.cached(CachePolicy::per_caller("outings.code.$OCode"))
+        });
+        assert!(matches!(
+            check(&public),
+            Err(TableError::PerCallerWithoutCaller { .. })
+        ));
+        let write = with("schedule.create", |ep| {
+            ep.cached(CachePolicy::shared("schedules"))
+        });
+        assert!(matches!(
+            check(&write),
+            Err(TableError::UncacheableEndpoint { .. })
+        ));
     }
 
     #[test]

@@ -6,6 +6,15 @@
 //! `/OutingTeacher/...` and `/OutingParents/...`. The action route is one contract route
 //! served by one entry per action (each with its own RPC and access rule) plus a
 //! catch-all entry that only ever sees unknown actions.
+//!
+//! Cache (decisions 9, 12): every cached read is per caller (the backend checks
+//! ownership and roles per caller). Groups: `outing.<uuid>` (one outing's detail and
+//! card), `outings.details` (every detail and card), `outings.student.<uuid>` (one
+//! student's list pages), `outings.students` (every student's list pages),
+//! `outings.filter` (every filter list). Where a write does not know the outing's owner
+//! (teacher actions, PATCH: ambiguity 21) it invalidates every student's list; where it
+//! does not even know the outing (parent actions name it by confirm code only:
+//! ambiguity 22) it also invalidates every detail and card.
 
 use axum::http::Method;
 use serde::Deserialize;
@@ -13,6 +22,7 @@ use serde_json::{Value, json};
 use validator::{Validate, ValidationError};
 
 use crate::auth::{Access, Kind};
+use crate::cache::CachePolicy;
 use crate::endpoints::NoInput;
 use crate::endpoints::{Adapter, Call, Endpoint, PathRule, Rpc, Success, endpoint, rules};
 use crate::http::GatewayError;
@@ -34,6 +44,19 @@ const OUTING_UUID: &[(&str, PathRule)] = &[("outing_uuid", PathRule::Uuid("outin
 /// Who reads an outing or its card: the owning student, teachers, and the owner's
 /// parent (the service checks ownership).
 const READERS: &[Kind] = &[Kind::Student, Kind::Teacher, Kind::Parent];
+
+/// The detail and the card of one outing belong to these groups.
+const OUTING_GROUPS: &[&str] = &["outing.$outing_uuid", "outings.details"];
+/// A teacher's decision or change on a known outing whose owner is unknown here.
+const TEACHER_WRITE: &[&str] = &["outing.$outing_uuid", "outings.students", "outings.filter"];
+/// A student's move on their own outing.
+const STUDENT_WRITE: &[&str] = &[
+    "outing.$outing_uuid",
+    "outings.student.$TokenUUID",
+    "outings.filter",
+];
+/// A parent's decision: the outing is named by its confirm code only (ambiguity 22).
+const PARENT_WRITE: &[&str] = &["outings.details", "outings.students", "outings.filter"];
 
 // The outing replies carry `int32 status, int32 code, string msg`, like schedule's.
 in_band!(status, code, msg:
@@ -77,7 +100,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             CreateOuting,
         )
         .access(students)
-        .input(Source::Json),
+        .input(Source::Json)
+        .invalidates(&["outings.student.$TokenUUID", "outings.filter"]),
         endpoint(
             "outing.student_outings",
             Method::GET,
@@ -88,7 +112,11 @@ pub fn endpoints() -> Vec<Endpoint> {
         )
         .access(Access::own(READERS, "student_uuid"))
         .params(&[("student_uuid", PathRule::Uuid("student-"))])
-        .input(Source::Query),
+        .input(Source::Query)
+        .cached(
+            CachePolicy::per_caller("students.$student_uuid.outings.start.$start.count.$count")
+                .groups(&["outings.student.$student_uuid", "outings.students"]),
+        ),
         endpoint(
             "outing.get",
             Method::GET,
@@ -98,7 +126,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             OutingInform,
         )
         .access(Access::kinds(READERS))
-        .params(OUTING_UUID),
+        .params(OUTING_UUID)
+        .cached(CachePolicy::per_caller("outings.$outing_uuid").groups(OUTING_GROUPS)),
         endpoint(
             "outing.card",
             Method::GET,
@@ -108,42 +137,49 @@ pub fn endpoints() -> Vec<Endpoint> {
             OutingCard,
         )
         .access(Access::kinds(READERS))
-        .params(OUTING_UUID),
+        .params(OUTING_UUID)
+        .cached(CachePolicy::per_caller("outings.$outing_uuid.card").groups(OUTING_GROUPS)),
         action(
             "outing.action_start",
             "/v1/outings/uuid/{outing_uuid}/actions/start",
             start,
             students,
             GoOut,
-        ),
+        )
+        // The backend lets a student start or end only their own outing.
+        .invalidates(STUDENT_WRITE),
         action(
             "outing.action_end",
             "/v1/outings/uuid/{outing_uuid}/actions/end",
             rpc!("/OutingStudent", "FinishGoOut"),
             students,
             GoOut,
-        ),
+        )
+        .invalidates(STUDENT_WRITE),
         action(
             "outing.action_teacher_approve",
             "/v1/outings/uuid/{outing_uuid}/actions/teacher-approve",
             rpc!("/OutingTeacher", "ApproveOuting"),
             teachers,
             Confirm,
-        ),
+        )
+        .invalidates(TEACHER_WRITE),
         action(
             "outing.action_teacher_reject",
             "/v1/outings/uuid/{outing_uuid}/actions/teacher-reject",
             rpc!("/OutingTeacher", "RejectOuting"),
             teachers,
             Confirm,
-        ),
+        )
+        .invalidates(TEACHER_WRITE),
         action(
             "outing.action_certify",
             "/v1/outings/uuid/{outing_uuid}/actions/certify",
             rpc!("/OutingTeacher", "CertifyOuting"),
             teachers,
             Confirm,
-        ),
+        )
+        .invalidates(TEACHER_WRITE),
         action(
             "outing.action_parent_approve",
             "/v1/outings/uuid/{outing_uuid}/actions/parent-approve",
@@ -151,7 +187,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             Access::Public,
             ConfirmByCode,
         )
-        .input(Source::Query),
+        .input(Source::Query)
+        .invalidates(PARENT_WRITE),
         action(
             "outing.action_parent_reject",
             "/v1/outings/uuid/{outing_uuid}/actions/parent-reject",
@@ -159,7 +196,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             Access::Public,
             ConfirmByCode,
         )
-        .input(Source::Query),
+        .input(Source::Query)
+        .invalidates(PARENT_WRITE),
         // Unknown actions. axum prefers the literal action routes above, so this entry
         // only sees actions that are none of them: without a token they are 401 (as in
         // the original), with one the empty `OneOf` fails them with 400 / -204
@@ -187,7 +225,13 @@ pub fn endpoints() -> Vec<Endpoint> {
             OutingsWithFilter,
         )
         .access(Access::kinds(&[Kind::Teacher, Kind::Admin]))
-        .input(Source::Query),
+        .input(Source::Query)
+        .cached(
+            CachePolicy::per_caller(
+                "outings.filter.start.$start.count.$count.status.$status.grade.$grade.group.$group.floor.$floor.start_time.$start_time.end_time.$end_time",
+            )
+            .groups(&["outings.filter"]),
+        ),
         endpoint(
             "outing.by_code",
             Method::GET,
@@ -209,7 +253,9 @@ pub fn endpoints() -> Vec<Endpoint> {
         )
         .access(teachers)
         .params(OUTING_UUID)
-        .input(Source::Json),
+        .input(Source::Json)
+        // Fixes ambiguity 21: the owner's list, not the teacher's, must go.
+        .invalidates(TEACHER_WRITE),
     ]
 }
 

@@ -4,6 +4,13 @@
 //!
 //! Schedule uuids are `schedule-` + 12 digits: the original gateway never shows their
 //! format, this gateway and its reference service fix it that way.
+//!
+//! Cache: a month's calendar is the same for every caller (decision 9 names it), so it
+//! is shared; every calendar write invalidates every month (an update may move a
+//! schedule to another month, which the gateway cannot know). Time tables depend on
+//! the caller's class and are per caller; no gateway write changes them, so only their
+//! TTL bounds their age: 60 s like every read (decision 19) rather than the original's
+//! 24 h, configurable with `cache.endpoints."schedule.time_tables".ttl`.
 
 use axum::http::Method;
 use serde::Deserialize;
@@ -11,6 +18,7 @@ use serde_json::{Value, json};
 use validator::Validate;
 
 use crate::auth::{Access, Kind};
+use crate::cache::CachePolicy;
 use crate::endpoints::{Adapter, Call, Endpoint, NoInput, PathRule, Success, endpoint};
 use crate::http::GatewayError;
 use crate::http::input::Source;
@@ -45,7 +53,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             CreateSchedule,
         )
         .access(Access::kinds(MANAGERS))
-        .input(Source::Json),
+        .input(Source::Json)
+        .invalidates(&["schedules"]),
         endpoint(
             "schedule.by_month",
             Method::GET,
@@ -54,7 +63,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             rpc!("/schedule.ScheduleService", "GetSchedule"),
             SchedulesByMonth,
         )
-        .params(&[YEAR, MONTH]),
+        .params(&[YEAR, MONTH])
+        .cached(CachePolicy::shared("schedules.years.$year.months.$month").groups(&["schedules"])),
         endpoint(
             "schedule.time_tables",
             Method::GET,
@@ -64,7 +74,10 @@ pub fn endpoints() -> Vec<Endpoint> {
             TimeTables,
         )
         .params(&[YEAR, MONTH, DAY])
-        .input(Source::Query),
+        .input(Source::Query)
+        .cached(CachePolicy::per_caller(
+            "timetable.years.$year.months.$month.days.$day.count.$count",
+        )),
         endpoint(
             "schedule.update",
             Method::PATCH,
@@ -75,7 +88,8 @@ pub fn endpoints() -> Vec<Endpoint> {
         )
         .access(Access::kinds(MANAGERS))
         .params(&[SCHEDULE_UUID])
-        .input(Source::Json),
+        .input(Source::Json)
+        .invalidates(&["schedules"]),
         endpoint(
             "schedule.delete",
             Method::DELETE,
@@ -85,7 +99,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             DeleteSchedule,
         )
         .access(Access::kinds(MANAGERS))
-        .params(&[SCHEDULE_UUID]),
+        .params(&[SCHEDULE_UUID])
+        .invalidates(&["schedules"]),
     ]
 }
 

@@ -106,10 +106,10 @@ pub struct IpLimitConfig {
     /// 128 counts every address apart. Default 64.
     #[serde(default = "defaults::ipv6_prefix")]
     pub ipv6_prefix: u8,
-    /// Most clients tracked at once in this process (memory bound under an attack
-    /// from many addresses, about 50 bytes each). Past it, new clients are let
-    /// through uncounted until idle entries expire, and a warning is logged.
-    /// Default 1000000.
+    /// Most clients tracked at once in this process: the memory bound under an attack
+    /// from many addresses (50 to 80 bytes a client, about 75 MB when full at the
+    /// default). Past it, new clients are let through uncounted until idle entries
+    /// expire, and a warning is logged. Default 1000000.
     #[serde(default = "defaults::max_tracked")]
     pub max_tracked: NonZeroUsize,
 }
@@ -134,9 +134,9 @@ pub struct ServiceLimitsConfig {
     /// Whether services are limited at all. Default true.
     #[serde(default = "defaults::yes")]
     pub enabled: bool,
-    /// Sustained requests per second of a service without an override. With scope
-    /// `local` this is per replica, with `cluster` for all replicas together.
-    /// Default 1000.
+    /// Sustained requests per second of a service without an override (at most
+    /// 1000000). With scope `local` this is per replica, with `cluster` for all
+    /// replicas together. Default 1000.
     #[serde(default = "defaults::service_rate")]
     pub per_second: NonZeroU32,
     /// Requests a service without an override may take at once on top of an idle
@@ -211,6 +211,9 @@ impl Default for ClusterConfig {
     }
 }
 
+/// Highest `per_second` of a service limit.
+pub const MAX_PER_SECOND: u32 = 1_000_000;
+
 /// A `[guard]` setting that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {reason}")]
@@ -252,6 +255,22 @@ impl GuardConfig {
         }
         if !(1..=128).contains(&ip.ipv6_prefix) {
             return Err(invalid("guard.ip.ipv6_prefix", "must be between 1 and 128"));
+        }
+        // The Redis script counts in microseconds, so a request may not weigh less.
+        let rates = std::iter::once((
+            "guard.services.per_second".to_owned(),
+            self.services.per_second,
+        ))
+        .chain(self.services.overrides.iter().map(|(service, rate)| {
+            (
+                format!("guard.services.overrides.{service}.per_second"),
+                rate.per_second,
+            )
+        }));
+        for (key, per_second) in rates {
+            if per_second.get() > MAX_PER_SECOND {
+                return Err(invalid(key, format!("must be at most {MAX_PER_SECOND}")));
+            }
         }
         let cluster = &self.cluster;
         if cluster.timeout.is_zero() {
@@ -391,8 +410,16 @@ mod tests {
 
     #[test]
     fn validate_names_the_bad_key() {
-        let cases: [(&str, &str); 5] = [
+        let cases: [(&str, &str); 7] = [
             ("exempt_paths = [\"ping\"]", "guard.exempt_paths"),
+            (
+                "[services]\nper_second = 1000001",
+                "guard.services.per_second",
+            ),
+            (
+                "[services.overrides.club]\nper_second = 2000000\nburst = 1",
+                "guard.services.overrides.club.per_second",
+            ),
             ("[ip]\nwindow = \"0s\"", "guard.ip.window"),
             ("[ip]\nblock = \"0s\"", "guard.ip.block"),
             ("[ip]\nipv6_prefix = 0", "guard.ip.ipv6_prefix"),

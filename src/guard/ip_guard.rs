@@ -77,15 +77,15 @@ impl IpGuard {
             None => self.table.check(key, self.clock.now_ms()),
             Some(cluster) => self.check_shared(cluster, key).await,
         };
-        if let IpDecision::Limited { retry_after } = decision {
-            if let Some(held_back) = self.block_log.ready(self.clock.now_ms()) {
-                tracing::warn!(
-                    client = %key.label(self.ipv6_prefix),
-                    block_secs = retry_after.as_secs(),
-                    held_back,
-                    "client crossed the request limit and is blocked"
-                );
-            }
+        if let IpDecision::Limited { retry_after } = decision
+            && let Some(held_back) = self.block_log.ready(self.clock.now_ms())
+        {
+            tracing::warn!(
+                client = %key.label(self.ipv6_prefix),
+                block_secs = retry_after.as_secs(),
+                held_back,
+                "client crossed the request limit and is blocked"
+            );
         }
         decision
     }

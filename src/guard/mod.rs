@@ -11,7 +11,7 @@
 //! - [`ip_table`]: local rolling-window counts and blocks, with eviction of idle clients.
 //! - [`ip_guard`] and [`layer`]: the flood guard's decision and its tower layer.
 //! - [`service_limit`]: per-service GCRA limits and the IETF RateLimit fields.
-//! - [`cluster`] and [`redis_scripts`]: the Redis side of the cluster scope.
+//! - `cluster` and `redis_scripts`: the Redis side of the cluster scope (private).
 
 pub mod client_ip;
 mod clock;

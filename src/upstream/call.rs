@@ -11,11 +11,16 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::metadata::MetadataValue;
 use tonic_prost::ProstCodec;
+use tracing::Instrument;
 
 use super::Service;
 use super::breaker::{Breaker, BreakerSettings, Outcome, Transition};
 use super::pool::{NoPick, Node, ServicePool};
 use crate::http::GatewayError;
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::InstanceLabels;
+use crate::telemetry::propagation::{CallContext, jaeger, w3c};
+use crate::telemetry::record;
 
 /// Per-service call settings.
 #[derive(Debug, Clone, Copy)]
@@ -29,8 +34,6 @@ pub struct ServiceSettings {
 pub struct CallMeta {
     /// The request id (a UUID: backends reject anything else with 407).
     pub request_id: String,
-    /// Jaeger text form `trace:span:parent:flags` of the upstream call.
-    pub span_context: String,
 }
 
 /// What to call.
@@ -65,6 +68,7 @@ pub struct Upstreams {
     /// Breakers by instance id, so they outlive node-list changes.
     breakers: Mutex<HashMap<String, Arc<Breaker>>>,
     transitions: Option<mpsc::UnboundedSender<NodeTransition>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Upstreams {
@@ -74,6 +78,7 @@ impl Upstreams {
         connect_timeout: Duration,
         breaker_settings: BreakerSettings,
         transitions: Option<mpsc::UnboundedSender<NodeTransition>>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             pools: Default::default(),
@@ -82,7 +87,13 @@ impl Upstreams {
             breaker_settings,
             breakers: Mutex::new(HashMap::new()),
             transitions,
+            metrics,
         }
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The pool of `service`.
@@ -208,13 +219,42 @@ impl Upstreams {
         Req: prost::Message + Send + 'static,
         Rep: prost::Message + Default + Send + 'static,
     {
-        let (permit, transition) =
-            node.breaker
-                .admit(Instant::now())
-                .map_err(|open_for| GatewayError::BreakerOpen {
+        let service = target.service.as_str();
+        let parent = tracing::Span::current();
+        let span = tracing::debug_span!(
+            "grpc.call",
+            otel.name = target.rpc,
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = service,
+            rpc.method = target.rpc,
+            server.address = %node.address,
+            instance = %node.id,
+            outcome = tracing::field::Empty,
+            breaker.state = tracing::field::Empty,
+        );
+        let context = CallContext::of(&span, &parent);
+        record::update(|r| {
+            r.service = Some(service);
+            r.instance = Some(node.id.clone());
+            r.trace_id
+                .get_or_insert_with(|| context.trace_id.to_string());
+        });
+        let started = Instant::now();
+        let admitted = node.breaker.admit(started);
+        span.record("breaker.state", node.breaker.state(started).as_str());
+        let (permit, transition) = match admitted {
+            Ok(admitted) => admitted,
+            Err(open_for) => {
+                span.record("outcome", "breaker_open");
+                self.metrics
+                    .observe_call(service, &node.id, "breaker_open", Duration::ZERO);
+                return Err(GatewayError::BreakerOpen {
                     instance: node.id.clone(),
                     open_for,
-                })?;
+                });
+            }
+        };
         self.report(target.service, node, transition);
         let result = unary(
             node,
@@ -222,9 +262,15 @@ impl Upstreams {
             target.path.clone(),
             message,
             meta,
+            &context,
             deadline,
         )
+        .instrument(span.clone())
         .await;
+        let outcome = outcome_label(&result);
+        span.record("outcome", outcome);
+        self.metrics
+            .observe_call(service, &node.id, outcome, started.elapsed());
         let transition = node
             .breaker
             .record(permit, Outcome::of(&result), Instant::now());
@@ -236,6 +282,19 @@ impl Upstreams {
         let Some(transition) = transition else {
             return;
         };
+        let labels = InstanceLabels {
+            service: service.as_str(),
+            instance: node.id.clone(),
+        };
+        let state = match transition {
+            Transition::Opened { .. } => {
+                self.metrics.breaker_opens.get_or_create(&labels).inc();
+                2
+            }
+            Transition::HalfOpened => 1,
+            Transition::Closed => 0,
+        };
+        self.metrics.breaker_state.get_or_create(&labels).set(state);
         match transition {
             Transition::Opened { .. } => {
                 tracing::warn!(%service, instance = %node.id, address = %node.address, "circuit breaker opened")
@@ -258,13 +317,26 @@ impl Upstreams {
     }
 }
 
-/// Sends one unary call to `node` and waits at most `deadline`.
+/// The outcome name of a call for metrics and spans.
+fn outcome_label<T>(result: &Result<T, GatewayError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(GatewayError::Deadline { .. }) => "deadline",
+        Err(GatewayError::NoHealthyInstance { .. }) => "unreachable",
+        Err(GatewayError::BreakerOpen { .. }) => "breaker_open",
+        Err(_) => "error",
+    }
+}
+
+/// Sends one unary call to `node` and waits at most `deadline`. The metadata carries
+/// the request id and the call's trace context in both W3C and Jaeger form.
 pub async fn unary<Req, Rep>(
     node: &Node,
     rpc_name: &'static str,
     path: PathAndQuery,
     message: Req,
     meta: &CallMeta,
+    context: &CallContext,
     deadline: Duration,
 ) -> Result<Rep, GatewayError>
 where
@@ -277,8 +349,16 @@ where
     if let Ok(value) = MetadataValue::try_from(meta.request_id.as_str()) {
         metadata.insert("x-request-id", value);
     }
-    if let Ok(value) = MetadataValue::try_from(meta.span_context.as_str()) {
+    if let Ok(value) = MetadataValue::try_from(jaeger::span_context(context)) {
         metadata.insert("span-context", value);
+    }
+    if let Ok(value) = MetadataValue::try_from(w3c::traceparent(context)) {
+        metadata.insert("traceparent", value);
+    }
+    if !context.trace_state.is_empty()
+        && let Ok(value) = MetadataValue::try_from(context.trace_state.as_str())
+    {
+        metadata.insert("tracestate", value);
     }
     let mut grpc = tonic::client::Grpc::new(node.channel.clone());
     let attempt = async {

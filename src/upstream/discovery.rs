@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::Service;
 use super::call::Upstreams;
 use super::consul::{ConsulClient, Health};
+use crate::telemetry::metrics::ServiceLabels;
 
 /// A source of instances the webhook can poke.
 pub trait Discovery: Send + Sync + std::fmt::Debug {
@@ -163,6 +164,9 @@ impl Watch {
                 () = self.trigger.notified() => self.client.health(&self.name, None, self.settings.wait).await,
             };
             self.stats.update(self.service, |s| s.queries += 1);
+            let labels = ServiceLabels {
+                service: self.service.as_str(),
+            };
             match result {
                 Ok(health) => {
                     backoff.reset();
@@ -171,6 +175,11 @@ impl Watch {
                 }
                 Err(err) => {
                     self.stats.update(self.service, |s| s.errors += 1);
+                    self.upstreams
+                        .metrics()
+                        .consul_errors
+                        .get_or_create(&labels)
+                        .inc();
                     let pause = backoff.next_pause();
                     tracing::warn!(service = %self.service, consul_name = %self.name, error = %err, retry_in_ms = pause.as_millis() as u64, "consul watch failed; keeping the last good instance list");
                     tokio::time::sleep(pause).await;
@@ -194,7 +203,16 @@ impl Watch {
                         s.updates += 1;
                     }
                 });
+                let metrics = self.upstreams.metrics();
+                let labels = ServiceLabels {
+                    service: self.service.as_str(),
+                };
+                metrics
+                    .instances
+                    .get_or_create(&labels)
+                    .set(instances.len() as i64);
                 if changed {
+                    metrics.consul_updates.get_or_create(&labels).inc();
                     tracing::info!(service = %self.service, instances = instances.len(), index = health.index, "instance list updated");
                 }
             }

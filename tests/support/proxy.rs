@@ -58,7 +58,9 @@ impl Proxy {
 
     /// Listens again on the same port.
     pub async fn revive(&self) {
-        let listener = TcpListener::bind(self.address).await.expect("rebind proxy port");
+        let listener = TcpListener::bind(self.address)
+            .await
+            .expect("rebind proxy port");
         self.serve(listener);
     }
 }

@@ -1,0 +1,84 @@
+# Summarises bench/results/runs.tsv (written by bench/run.sh) as Markdown: per
+# scenario and mode, the median over rounds and the min–max spread, and the ratio to
+# the direct gRPC floor of the same RPC. Set `budget` (µs of gateway CPU per uncached
+# request) with -v.
+
+function sort_numeric(list, a,    n, i, j, t) {
+  n = split(list, a, " ")
+  for (i = 2; i <= n; i++) {
+    t = a[i] + 0
+    for (j = i - 1; j > 0 && a[j] + 0 > t; j--) a[j + 1] = a[j]
+    a[j + 1] = t
+  }
+  return n
+}
+function median(list,    a, n) {
+  n = sort_numeric(list, a)
+  if (n == 0) return ""
+  return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+function spread(list, fmt, scale,    a, n) {
+  n = sort_numeric(list, a)
+  if (n < 2) return ""
+  return sprintf(" [" fmt "–" fmt "]", a[1] * scale, a[n] * scale)
+}
+# "median [min–max]" of one metric, scaled and formatted; "–" when not measured.
+function cell(key, metric, fmt, scale) {
+  if (values[key, metric] == "") return "–"
+  return sprintf(fmt, median(values[key, metric]) * scale) spread(values[key, metric], fmt, scale)
+}
+function floor_of(scenario) {
+  if (scenario ~ /^floor-/) return ""
+  if (scenario ~ /^cached-/ || scenario == "read") return "floor-read"
+  return "floor-" scenario
+}
+
+NR == 1 {
+  for (i = 1; i <= NF; i++) col[$i] = i
+  next
+}
+$col["state"] == "ok" {
+  key = $col["scenario"] SUBSEP $col["mode"]
+  if (!(key in seen)) { seen[key] = 1; order[++count] = key; target[key] = $col["target_rps"] }
+  split("rps p50_us p90_us p99_us gw_cpu_us_per_req gw_user_us_per_req gw_sys_us_per_req gw_rss_kb svc_cpu_us_per_req", metrics, " ")
+  for (m in metrics) {
+    v = $col[metrics[m]]
+    if (v != "-" && v != "") values[key, metrics[m]] = values[key, metrics[m]] " " v
+  }
+  requests[key] += $col["requests"]
+  non2xx[key] += $col["non_2xx"] + $col["socket_errors"]
+}
+
+END {
+  print "| scenario | mode | req/s | p50 ms | p90 ms | p99 ms | gateway CPU µs/req | of which sys | gateway RSS MiB | services CPU µs/req | vs floor: req/s | vs floor: p50 | not 2xx |"
+  print "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  for (i = 1; i <= count; i++) {
+    key = order[i]
+    split(key, part, SUBSEP)
+    scenario = part[1]; mode = part[2]
+    label = mode == "max" ? "max" : "rate " target[key] "/s"
+    fkey = floor_of(scenario) SUBSEP mode
+    ratio_rps = ratio_p50 = "–"
+    if (floor_of(scenario) != "" && values[fkey, "rps"] != "") {
+      ratio_rps = sprintf("%.2f×", median(values[key, "rps"]) / median(values[fkey, "rps"]))
+      ratio_p50 = sprintf("%.2f×", median(values[key, "p50_us"]) / median(values[fkey, "p50_us"]))
+    }
+    bad = non2xx[key] ? sprintf("%.1f%%", 100 * non2xx[key] / requests[key]) : "0"
+    name = scenario ~ /^floor-/ ? "*" scenario "* (direct gRPC)" : scenario
+    printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", name, label,
+      cell(key, "rps", "%.0f", 1), cell(key, "p50_us", "%.2f", 0.001), cell(key, "p90_us", "%.2f", 0.001),
+      cell(key, "p99_us", "%.2f", 0.001), cell(key, "gw_cpu_us_per_req", "%.1f", 1),
+      cell(key, "gw_sys_us_per_req", "%.1f", 1), cell(key, "gw_rss_kb", "%.1f", 1 / 1024),
+      cell(key, "svc_cpu_us_per_req", "%.1f", 1), ratio_rps, ratio_p50, bad
+  }
+  for (i = 1; i <= count; i++) {
+    key = order[i]
+    split(key, part, SUBSEP)
+    if (part[1] != "read" || values[key, "gw_cpu_us_per_req"] == "") continue
+    cpu = median(values[key, "gw_cpu_us_per_req"])
+    printf "\n**Budget** (uncached read, %s): gateway CPU %.1f µs per request against a budget of %d µs — %s.",
+      part[2] == "max" ? "max throughput" : "moderate rate", cpu, budget,
+      cpu <= budget ? "within budget" : sprintf("%.1f× over budget", cpu / budget)
+  }
+  print ""
+}

@@ -1,0 +1,448 @@
+#!/usr/bin/env bash
+# Benchmarks the gateway against the direct gRPC floor, on loopback, and writes the
+# report BENCHMARKS.md (repository root) and the raw rows bench/results/runs.tsv.
+#
+#   bench/run.sh
+#
+# It builds the release binary and the floor load client (examples/grpc_load.rs),
+# installs wrk with apt when it is missing, then for every scenario × mode × round
+# starts fresh reference services (`sms-gateway services`) and a fresh gateway
+# (`sms-gateway serve` with a generated config and JWT secret, logs at warn), warms up,
+# measures, and stops them. Every process it starts is stopped on exit.
+#
+# Knobs (environment):
+#   BENCH_DURATION=5     measured seconds per run      BENCH_WARMUP=1  warm-up seconds
+#   BENCH_ROUNDS=3       rounds (medians are reported) BENCH_CONNECTIONS=32
+#   BENCH_RATE=2000      the fixed moderate rate (req/s); BENCH_LOGIN_RATE=500 for logins
+#   BENCH_SCENARIOS="read write login cached-memory cached-redis"   gateway scenarios
+#   BENCH_FLOOR="read write login"                                   floor RPCs
+#   BENCH_MODES="max rate"
+#   BENCH_SKIP_BUILD=1   use the binaries already in target/release (while iterating)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+DURATION=${BENCH_DURATION:-5}
+WARMUP=${BENCH_WARMUP:-1}
+ROUNDS=${BENCH_ROUNDS:-3}
+CONNECTIONS=${BENCH_CONNECTIONS:-32}
+RATE=${BENCH_RATE:-2000}
+LOGIN_RATE=${BENCH_LOGIN_RATE:-500}
+SCENARIOS=${BENCH_SCENARIOS:-read write login cached-memory cached-redis}
+FLOOR=${BENCH_FLOOR:-read write login}
+MODES=${BENCH_MODES:-max rate}
+WRK_THREADS=2
+
+STARTED=$(date +%s.%N)
+RESULTS=$ROOT/bench/results
+mkdir -p "$RESULTS"
+RUNS=$RESULTS/runs.tsv
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+elapsed_since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }'; }
+
+# --- tools -----------------------------------------------------------------------
+if ! command -v wrk >/dev/null 2>&1; then
+  log "installing wrk (Debian package)"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
+fi
+CLK_TCK=$(getconf CLK_TCK)
+
+# --- build -------------------------------------------------------------------------
+# Two invocations on purpose: building the example pulls in the dev-dependencies, whose
+# features (tokio's test-util among them) must not leak into the measured binary.
+log "building (release)"
+BUILD_STARTED=$(date +%s.%N)
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+  cargo build --release --locked --bin sms-gateway
+  cargo build --release --locked --example grpc_load
+fi
+BUILD_SECONDS=$(elapsed_since "$BUILD_STARTED")
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET_DIR/release/sms-gateway
+LOAD=$TARGET_DIR/release/examples/grpc_load
+log "built in ${BUILD_SECONDS}s"
+
+# --- processes ---------------------------------------------------------------------
+WORK=$(mktemp -d /tmp/sms-bench.XXXXXX)
+PIDS=()
+
+stop_pid() {
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 50); do
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+forget_pid() {
+  local keep=() pid
+  for pid in "${PIDS[@]}"; do [ "$pid" = "$1" ] || keep+=("$pid"); done
+  PIDS=("${keep[@]}")
+}
+
+# A base port with `count` free ports after it (loopback, checked against ss).
+free_base() {
+  local count=$1 base port used
+  used=$(ss -Htan | awk '{ n = split($4, a, ":"); print a[n] }' | sort -u)
+  for _ in $(seq 200); do
+    base=$((20000 + RANDOM % 40000))
+    for ((port = base; port < base + count; port++)); do
+      grep -qx "$port" <<<"$used" && continue 2
+    done
+    echo "$base"
+    return 0
+  done
+  echo "no free ports" >&2
+  return 1
+}
+
+wait_tcp() {
+  for _ in $(seq 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on 127.0.0.1:$1" >&2
+  return 1
+}
+
+# utime stime (clock ticks) of a process, all threads.
+cpu_ticks() {
+  local stat
+  stat=$(<"/proc/$1/stat")
+  stat=${stat##*) }
+  # shellcheck disable=SC2086
+  set -- $stat
+  echo "${12} ${13}"
+}
+rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+
+SVC_PID="" SVC_BASE="" GW_PID="" GW_PORT="" REDIS_PID="" REDIS_PORT=""
+
+start_services() {
+  SVC_BASE=$(free_base 5)
+  "$BIN" services --listen-base "$SVC_BASE" >>"$WORK/services.log" 2>&1 &
+  SVC_PID=$!
+  PIDS+=("$SVC_PID")
+  wait_tcp $((SVC_BASE + 2))
+}
+
+stop_services() {
+  [ -n "$SVC_PID" ] && { stop_pid "$SVC_PID"; forget_pid "$SVC_PID"; }
+  SVC_PID=""
+}
+
+# The gateway's configuration: the base, plus each optional fragment that this build's
+# `check-config` accepts (sections still being built are left out, and named in the
+# report).
+SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+base_config() {
+  local port=$1 svc=$2 service i=0
+  printf 'listen = "127.0.0.1:%s"\n[jwt]\nsecret = "%s"\n[log]\nformat = "json"\nlevel = "warn"\n' \
+    "$port" "$SECRET"
+  for service in auth club outing schedule announcement; do
+    printf '[upstream.services.%s]\naddresses = ["127.0.0.1:%s"]\n' "$service" $((svc + i))
+    i=$((i + 1))
+  done
+}
+
+# Fragments. The guard counts every request but never blocks the load generator.
+FRAG_GUARD_OPEN=$'[guard.ip]\nlimit = 4000000000\n[guard.services]\nper_second = 1000000\nburst = 1000000\n'
+FRAG_CACHE_OFF=$'[cache]\nenabled = false\n'
+FRAG_CACHE_ON=$'[cache]\nenabled = true\n'
+frag_redis() { printf '[redis]\nurl = "redis://127.0.0.1:%s"\n' "$REDIS_PORT"; }
+
+# Writes the config to $1 and prints the names of the fragments it holds.
+write_config() {
+  local file=$1 port=$2 svc=$3
+  shift 3
+  base_config "$port" "$svc" >"$file"
+  local name text applied=()
+  for name in "$@"; do
+    case $name in
+      guard) text=$FRAG_GUARD_OPEN ;;
+      cache-off) text=$FRAG_CACHE_OFF ;;
+      cache-on) text=$FRAG_CACHE_ON ;;
+      redis) text=$(frag_redis) ;;
+    esac
+    cp "$file" "$file.try"
+    printf '%s\n' "$text" >>"$file.try"
+    if "$BIN" check-config --config "$file.try" >/dev/null 2>&1; then
+      mv "$file.try" "$file"
+      applied+=("$name")
+    else
+      rm -f "$file.try"
+    fi
+  done
+  echo "${applied[*]:-}"
+}
+
+start_gateway() {
+  local config=$1
+  "$BIN" serve --config "$config" >>"$WORK/gateway.log" 2>&1 &
+  GW_PID=$!
+  PIDS+=("$GW_PID")
+  for _ in $(seq 200); do
+    curl -sf "http://127.0.0.1:$GW_PORT/ping" >/dev/null 2>&1 && return 0
+    kill -0 "$GW_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "the gateway did not start; its log:" >&2
+  tail -20 "$WORK/gateway.log" >&2
+  return 1
+}
+
+stop_gateway() {
+  [ -n "$GW_PID" ] && { stop_pid "$GW_PID"; forget_pid "$GW_PID"; }
+  GW_PID=""
+}
+
+start_redis() {
+  command -v redis-server >/dev/null 2>&1 || return 1
+  REDIS_PORT=$(free_base 1)
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+    >"$WORK/redis.log" 2>&1 &
+  REDIS_PID=$!
+  PIDS+=("$REDIS_PID")
+  wait_tcp "$REDIS_PORT"
+}
+
+# --- scenarios ---------------------------------------------------------------------
+READ_PATH=/v1/outings/uuid/outing-000000000002   # reference::outing::APPROVED_OUTING
+STUDENT=student-000000000001                     # reference::seed::STUDENT_UUID
+
+# What each gateway scenario sends and which config fragments it wants.
+scenario_kind() { case $1 in write) echo write ;; login) echo login ;; *) echo get ;; esac; }
+scenario_path() { case $1 in write) echo /v1/outings ;; login) echo /v1/login/student ;; *) echo "$READ_PATH" ;; esac; }
+scenario_fragments() {
+  case $1 in
+    read) echo guard cache-off ;;
+    cached-memory) echo guard cache-on ;;
+    cached-redis) echo guard cache-on redis ;;
+    *) echo guard ;;
+  esac
+}
+scenario_rate() { case $1 in login) echo "$LOGIN_RATE" ;; *) echo "$RATE" ;; esac; }
+floor_port_offset() { case $1 in login) echo 0 ;; *) echo 2 ;; esac; }   # auth, outing
+
+# One probe request: prints "<http status> <X-Cache or ->".
+probe() {
+  local kind=$1 path=$2 token=$3 args=()
+  [ -n "$token" ] && args+=(-H "Authorization: Bearer $token")
+  case $kind in
+    write) args+=(-X POST -H 'Content-Type: application/json' -d \
+      '{"start_time":9000000000,"end_time":9000000005,"place":"서점","reason":"교재 구입","situation":"normal"}') ;;
+    login) args+=(-X POST -H 'Content-Type: application/json' -d \
+      '{"student_id":"demostudent","student_pw":"demo-student-pw"}') ;;
+  esac
+  curl -s -o /dev/null -D "$WORK/probe.headers" -w '%{http_code}' "${args[@]}" \
+    "http://127.0.0.1:$GW_PORT$path" || true
+  printf ' %s\n' "$(awk 'tolower($1) == "x-cache:" { sub(/\r$/, "", $2); print $2 }' \
+    "$WORK/probe.headers" | tail -1 | grep . || echo -)"
+}
+
+# Runs wrk; prints its WRK row without the tag.
+run_wrk() {
+  local seconds=$1 delay=$2 base=$3 url=$4
+  BENCH_KIND=$KIND BENCH_TOKEN=$TOKEN BENCH_DELAY_MS=$delay BENCH_WRITE_BASE=$base \
+    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${seconds}s" --timeout 5s \
+    -s "$ROOT/bench/wrk.lua" "$url" | awk -F'\t' '$1 == "WRK" { $1 = ""; sub(/^\t/, ""); print }' OFS='\t'
+}
+
+HEADER="round	scenario	mode	target_rps	state	requests	seconds	rps	p50_us	p90_us	p99_us	max_us	socket_errors	non_2xx	gw_cpu_us_per_req	gw_user_us_per_req	gw_sys_us_per_req	gw_rss_kb	svc_cpu_us_per_req	note"
+echo "$HEADER" >"$RUNS"
+row() { local IFS=$'\t'; echo "$*" >>"$RUNS"; }
+per_req() { awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print "-" }'; }
+
+declare -A APPLIED UNAVAILABLE
+
+gateway_run() {
+  local round=$1 scenario=$2 mode=$3
+  KIND=$(scenario_kind "$scenario")
+  local path target delay=0 fragments applied cfg verdict status xcache
+  path=$(scenario_path "$scenario")
+  target=max
+  if [ "$mode" = rate ]; then
+    target=$(scenario_rate "$scenario")
+    delay=$(( (CONNECTIONS * 1000 + target / 2) / target ))
+  fi
+  if [ "$scenario" = cached-redis ] && [ -z "$REDIS_PID" ]; then
+    UNAVAILABLE[$scenario]="redis-server is not installed"
+    row "$round" "$scenario" "$mode" "$target" unavailable - - - - - - - - - - - - - - "${UNAVAILABLE[$scenario]}"
+    return 0
+  fi
+  start_services
+  GW_PORT=$(free_base 1)
+  cfg=$WORK/gateway-$scenario.toml
+  # shellcheck disable=SC2046
+  applied=$(write_config "$cfg" "$GW_PORT" "$SVC_BASE" $(scenario_fragments "$scenario"))
+  APPLIED[$scenario]=$applied
+  [ "$scenario" = cached-redis ] && redis-cli -p "$REDIS_PORT" flushall >/dev/null
+  start_gateway "$cfg"
+  TOKEN=""
+  [ "$KIND" != login ] && TOKEN=$("$BIN" token --uuid "$STUDENT" --config "$cfg")
+  # Probe twice: the second answer tells whether the response cache served it.
+  read -r status _ < <(probe "$KIND" "$path" "$TOKEN")
+  read -r _ xcache < <(probe "$KIND" "$path" "$TOKEN")
+  verdict=ok
+  case $scenario in
+    read)
+      [ "$xcache" = HIT ] && verdict="invalid: the response cache answered (X-Cache: HIT); the cache-off fragment was not accepted" ;;
+    cached-*)
+      if [ "$xcache" != HIT ]; then
+        verdict="not available yet: no X-Cache: HIT on a repeated request"
+        case " $applied " in *" cache-on "*) ;; *) verdict="$verdict (this build has no [cache] section)" ;; esac
+        [ "$scenario" = cached-redis ] && case " $applied " in *" redis "*) ;; *) verdict="$verdict (no [redis] section)" ;; esac
+      fi ;;
+  esac
+  case $status in 2??) ;; *) verdict="invalid: probe answered HTTP $status (guard? token?)" ;; esac
+  if [ "$verdict" != ok ]; then
+    log "$scenario/$mode round $round: $verdict"
+    UNAVAILABLE[$scenario]=$verdict
+    row "$round" "$scenario" "$mode" "$target" unavailable - - - - - - - - - - - - - - "$verdict"
+    stop_gateway
+    stop_services
+    return 0
+  fi
+  local url="http://127.0.0.1:$GW_PORT$path" g0 g1 s0 s1 out rss
+  run_wrk "$WARMUP" "$delay" 2000000000 "$url" >/dev/null
+  read -r -a g0 < <(cpu_ticks "$GW_PID")
+  read -r -a s0 < <(cpu_ticks "$SVC_PID")
+  out=$(run_wrk "$DURATION" "$delay" 3000000000 "$url")
+  read -r -a g1 < <(cpu_ticks "$GW_PID")
+  read -r -a s1 < <(cpu_ticks "$SVC_PID")
+  rss=$(rss_kb "$GW_PID")
+  stop_gateway
+  stop_services
+  local requests user sys
+  requests=$(cut -f1 <<<"$out")
+  user=$((g1[0] - g0[0]))
+  sys=$((g1[1] - g0[1]))
+  # shellcheck disable=SC2046
+  row "$round" "$scenario" "$mode" "$target" ok $out \
+    "$(per_req $((user + sys)) "$requests")" "$(per_req "$user" "$requests")" "$(per_req "$sys" "$requests")" \
+    "$rss" "$(per_req $((s1[0] + s1[1] - s0[0] - s0[1])) "$requests")" "fragments: ${applied:-none}"
+  log "$scenario/$mode round $round: $(cut -f3 <<<"$out") req/s, gateway $(per_req $((user + sys)) "$requests") µs/req"
+}
+
+floor_run() {
+  local round=$1 rpc=$2 mode=$3 target=max rate_args=() s0 s1 out
+  if [ "$mode" = rate ]; then
+    target=$(scenario_rate "$rpc")
+    rate_args=(--rate "$target")
+  fi
+  start_services
+  local addr=127.0.0.1:$((SVC_BASE + $(floor_port_offset "$rpc")))
+  "$LOAD" --addr "$addr" --rpc "$rpc" --concurrency "$CONNECTIONS" --duration "$WARMUP" \
+    --write-base 2000000000 "${rate_args[@]}" >/dev/null 2>>"$WORK/load.log"
+  read -r -a s0 < <(cpu_ticks "$SVC_PID")
+  out=$("$LOAD" --addr "$addr" --rpc "$rpc" --concurrency "$CONNECTIONS" --duration "$DURATION" \
+    --write-base 3000000000 "${rate_args[@]}" 2>>"$WORK/load.log" | tail -1)
+  read -r -a s1 < <(cpu_ticks "$SVC_PID")
+  stop_services
+  local requests errors statuses non2xx
+  requests=$(cut -f1 <<<"$out")
+  errors=$(cut -f8 <<<"$out")
+  statuses=$(cut -f9 <<<"$out")
+  non2xx=$(tr ',' '\n' <<<"$statuses" | awk -F: '$1 !~ /^2/ { n += $2 } END { print n + 0 }')
+  row "$round" "floor-$rpc" "$mode" "$target" ok "$(cut -f1-7 <<<"$out")" "$errors" "$non2xx" \
+    - - - - "$(per_req $((s1[0] + s1[1] - s0[0] - s0[1])) "$requests")" "in-band: $statuses"
+  log "floor-$rpc/$mode round $round: $(cut -f3 <<<"$out") calls/s"
+}
+
+# --- measure -----------------------------------------------------------------------
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+start_redis || log "redis-server not found: the Redis cache scenario is skipped"
+MEASURE_STARTED=$(date +%s.%N)
+for round in $(seq "$ROUNDS"); do
+  for mode in $MODES; do
+    for scenario in $SCENARIOS; do gateway_run "$round" "$scenario" "$mode"; done
+    for rpc in $FLOOR; do floor_run "$round" "$rpc" "$mode"; done
+  done
+done
+MEASURE_SECONDS=$(elapsed_since "$MEASURE_STARTED")
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+TOTAL_SECONDS=$(elapsed_since "$STARTED")
+
+# --- report ------------------------------------------------------------------------
+{
+  echo "# Benchmarks"
+  echo
+  echo "Generated by \`bench/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'); raw rows in"
+  echo "[\`bench/results/runs.tsv\`](bench/results/runs.tsv). Do not edit by hand: the"
+  echo "analysis comes from [\`bench/analysis.md\`](bench/analysis.md), the profile from"
+  echo "\`bench/profile.sh\` ([\`bench/results/profile.md\`](bench/results/profile.md))."
+  echo
+  echo "## Set-up"
+  echo
+  echo "| | |"
+  echo "|---|---|"
+  echo "| machine | $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r) |"
+  echo "| toolchain | $(rustc --version) |"
+  echo "| source | $(git rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git status --porcelain 2>/dev/null)" ] && echo ' + uncommitted changes') |"
+  echo "| release profile | $(awk '/^\[profile.release\]/ { on = 1; next } /^\[/ { on = 0 } on && NF { printf "%s; ", $0 }' Cargo.toml) |"
+  echo "| load generator | $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), $WRK_THREADS threads, $CONNECTIONS connections, HTTP/1.1 keep-alive |"
+  echo "| floor client | \`examples/grpc_load.rs\`: 1 HTTP/2 connection (as the gateway keeps per instance), $CONNECTIONS calls in flight |"
+  echo "| per run | fresh services and gateway, ${WARMUP} s warm-up (excluded), ${DURATION} s measured; $ROUNDS rounds |"
+  echo "| moderate rate | $RATE req/s ($LOGIN_RATE req/s for logins, whose backend cost is an Argon2 hash): wrk paces each connection with a fixed delay of connections × 1000 / rate ms, so the achieved rate is a little lower |"
+  echo "| gateway config | generated; logs JSON at \`warn\`; fragments accepted by this build: $(for s in $SCENARIOS; do printf '%s: %s; ' "$s" "${APPLIED[$s]:-none}"; done) |"
+  echo "| build | ${BUILD_SECONDS} s (\`cargo build --release --locked --bin sms-gateway\`, then \`--example grpc_load\`) |"
+  echo "| measuring | ${MEASURE_SECONDS} s; **whole command ${TOTAL_SECONDS} s** |"
+  echo "| machine load | load average $LOAD_BEFORE before, $LOAD_AFTER after: other builds may have been running on the same 2 cores |"
+  echo
+  echo "CPU figures come from \`/proc/<pid>/stat\` (utime + stime, clock tick $((1000000 / CLK_TCK)) µs) over"
+  echo "the measured window only, divided by the requests completed in it. *services* is the"
+  echo "one process serving all five reference services. Latencies are wrk's (send to"
+  echo "response, per connection) and, for the floor, per call from send to reply."
+  echo
+  echo "## Results (median of $ROUNDS rounds; min–max in brackets)"
+  echo
+  awk -F'\t' -v budget=25 -f "$ROOT/bench/report.awk" "$RUNS"
+  if [ ${#UNAVAILABLE[@]} -gt 0 ]; then
+    echo
+    echo "Not measured:"
+    for s in "${!UNAVAILABLE[@]}"; do echo "- **$s**: ${UNAVAILABLE[$s]}."; done
+  fi
+  echo
+  echo "## Commands"
+  echo
+  echo '```sh'
+  echo "bench/run.sh        # everything below, then this report"
+  echo "bench/profile.sh    # separately: perf profile of the uncached read (bench/results/profile.md)"
+  echo "cargo bench --bench hot_path   # micro-benchmarks of the hot path (criterion)"
+  echo
+  echo "# one gateway run (ports are free ones picked at run time)"
+  echo "sms-gateway services --listen-base \$BASE"
+  echo "sms-gateway serve --config gateway.toml        # generated, see base_config() in bench/run.sh"
+  echo "BENCH_KIND=get BENCH_TOKEN=\$(sms-gateway token --uuid $STUDENT --config gateway.toml) \\"
+  echo "  wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s --timeout 5s -s bench/wrk.lua http://127.0.0.1:\$PORT$READ_PATH"
+  echo "#   writes: BENCH_KIND=write (POST /v1/outings, one non-overlapping outing per request)"
+  echo "#   logins: BENCH_KIND=login (POST /v1/login/student); rate mode: BENCH_DELAY_MS=$(( (CONNECTIONS * 1000 + RATE / 2) / RATE ))"
+  echo "# the floor"
+  echo "target/release/examples/grpc_load --addr 127.0.0.1:\$((BASE + 2)) --rpc read --concurrency $CONNECTIONS --duration $DURATION [--rate $RATE]"
+  echo '```'
+  if [ -f "$RESULTS/profile.md" ]; then
+    echo
+    cat "$RESULTS/profile.md"
+  fi
+  if [ -f "$ROOT/bench/analysis.md" ]; then
+    echo
+    cat "$ROOT/bench/analysis.md"
+  fi
+} >"$ROOT/BENCHMARKS.md"
+
+log "wrote BENCHMARKS.md and bench/results/runs.tsv in ${TOTAL_SECONDS}s (build ${BUILD_SECONDS}s)"

@@ -1,0 +1,55 @@
+//! What the access log needs to know about a request besides its status: the caller, the
+//! upstream service and instance, the cache result and the trace id. Stages fill it in
+//! as they learn it; the request-scoped cell lives only while the request is handled.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// The facts of one request.
+#[derive(Debug, Default, Clone)]
+pub struct RequestRecord {
+    pub caller: Option<String>,
+    pub service: Option<&'static str>,
+    pub instance: Option<String>,
+    /// `HIT`, `MISS`, `STALE` or `BYPASS`.
+    pub cache: Option<&'static str>,
+    /// The trace id sent to the backend (or of the request span).
+    pub trace_id: Option<String>,
+}
+
+/// A shared cell for one request's record.
+pub type RecordCell = Arc<Mutex<RequestRecord>>;
+
+tokio::task_local! {
+    /// The record of the request the current task is handling.
+    static CURRENT: RecordCell;
+}
+
+/// Runs `future` with `cell` as the current request's record.
+pub async fn scope<F: Future>(cell: RecordCell, future: F) -> F::Output {
+    CURRENT.scope(cell, future).await
+}
+
+/// Updates the current request's record (no-op outside a request).
+pub fn update(change: impl FnOnce(&mut RequestRecord)) {
+    let _outside_request =
+        CURRENT.try_with(|cell| change(&mut cell.lock().unwrap_or_else(PoisonError::into_inner)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn updates_reach_the_scoped_cell_only() {
+        update(|r| r.caller = Some("ignored".into()));
+        let cell = RecordCell::default();
+        scope(cell.clone(), async {
+            update(|r| r.caller = Some("student-000000000001".into()));
+            update(|r| r.cache = Some("HIT"));
+        })
+        .await;
+        let record = cell.lock().expect("cell").clone();
+        assert_eq!(record.caller.as_deref(), Some("student-000000000001"));
+        assert_eq!(record.cache, Some("HIT"));
+    }
+}
