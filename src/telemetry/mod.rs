@@ -131,21 +131,31 @@ pub fn tracer_provider(
     };
     let batch = BatchConfigBuilder::default()
         .with_scheduled_delay(config.export_interval)
+        .with_max_export_timeout(config.export_timeout)
         .build();
-    let processor = BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio)
-        .with_batch_config(batch)
-        .build();
+    // On a current-thread runtime (tests) export must run on a thread of its own, or a
+    // flush would wait for the very thread it blocks.
+    let current_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+    let builder = SdkTracerProvider::builder();
+    let builder = if current_thread {
+        builder.with_span_processor(
+            BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::TokioCurrentThread)
+                .with_batch_config(batch)
+                .build(),
+        )
+    } else {
+        builder.with_span_processor(
+            BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio)
+                .with_batch_config(batch)
+                .build(),
+        )
+    };
     let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sampling_ratio)));
     let resource = Resource::builder()
         .with_service_name(config.service_name.clone())
         .build();
-    Ok(Some(
-        SdkTracerProvider::builder()
-            .with_span_processor(processor)
-            .with_sampler(sampler)
-            .with_resource(resource)
-            .build(),
-    ))
+    Ok(Some(builder.with_sampler(sampler).with_resource(resource).build()))
 }
 
 /// The log and trace subscriber: JSON or text lines on stdout filtered by the log
@@ -155,15 +165,30 @@ pub fn subscriber(
     log: &LogConfig,
     provider: Option<&SdkTracerProvider>,
 ) -> impl Subscriber + Send + Sync + for<'a> LookupSpan<'a> {
+    subscriber_with_writer(log, provider, std::io::stdout)
+}
+
+/// [`subscriber`] writing log lines to `writer` (tests capture them).
+pub fn subscriber_with_writer<W>(
+    log: &LogConfig,
+    provider: Option<&SdkTracerProvider>,
+    writer: W,
+) -> impl Subscriber + Send + Sync + for<'a> LookupSpan<'a>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_new(&log.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Each request's log line carries its own fields (the request span is DEBUG and
+    // exists only for export), so span context is not repeated in the lines.
     let fmt = match log.format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
             .json()
             .flatten_event(true)
-            .with_current_span(true)
+            .with_current_span(false)
             .with_span_list(false)
             .boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
     }
     .with_filter(filter);
     let otel = provider.map(|provider| {
