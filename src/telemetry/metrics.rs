@@ -254,4 +254,52 @@ mod tests {
         assert!(text.contains("sms_gateway_http_request_duration_seconds_bucket"));
         assert!(text.ends_with("# EOF\n"));
     }
+
+    #[test]
+    fn the_dashboard_only_uses_metrics_that_exist() {
+        let dashboard = include_str!("../../deploy/grafana/sms-gateway-dashboard.json");
+        // Families are rendered once they have a series: give each one.
+        let metrics = Metrics::new();
+        metrics.observe_request("GET", "/r", 200, Duration::ZERO);
+        metrics.observe_call("auth", "i", "ok", Duration::ZERO);
+        let instance = InstanceLabels {
+            service: "auth",
+            instance: "i".into(),
+        };
+        metrics.breaker_state.get_or_create(&instance).set(0);
+        metrics.breaker_opens.get_or_create(&instance).inc();
+        metrics
+            .cache_results
+            .get_or_create(&CacheLabels {
+                route: "/r".into(),
+                result: "hit",
+            })
+            .inc();
+        metrics
+            .rejections
+            .get_or_create(&RejectionLabels {
+                kind: "ip_limited",
+                service: "",
+            })
+            .inc();
+        let service = ServiceLabels { service: "auth" };
+        metrics.consul_updates.get_or_create(&service).inc();
+        metrics.consul_errors.get_or_create(&service).inc();
+        metrics.instances.get_or_create(&service).set(1);
+        let rendered = metrics.render();
+        let mut checked = 0;
+        for (start, _) in dashboard.match_indices("sms_gateway_") {
+            let name: String = dashboard[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let family = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
+            assert!(rendered.contains(&format!("# TYPE {family} ")), "{name} is not a metric");
+            checked += 1;
+        }
+        assert!(checked > 10);
+    }
 }
