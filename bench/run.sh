@@ -37,19 +37,10 @@ STARTED=$(date +%s.%N)
 RESULTS=$ROOT/bench/results
 mkdir -p "$RESULTS"
 RUNS=$RESULTS/runs.tsv
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-elapsed_since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }'; }
-
-# --- tools -----------------------------------------------------------------------
-if ! command -v wrk >/dev/null 2>&1; then
-  log "installing wrk (Debian package)"
-  sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
-fi
-CLK_TCK=$(getconf CLK_TCK)
+ensure_wrk
 
 # --- build -------------------------------------------------------------------------
 # Two invocations on purpose: building the example pulls in the dev-dependencies, whose
@@ -61,170 +52,9 @@ if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   cargo build --release --locked --example grpc_load
 fi
 BUILD_SECONDS=$(elapsed_since "$BUILD_STARTED")
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$TARGET_DIR/release/sms-gateway
-LOAD=$TARGET_DIR/release/examples/grpc_load
 log "built in ${BUILD_SECONDS}s"
 
-# --- processes ---------------------------------------------------------------------
-WORK=$(mktemp -d /tmp/sms-bench.XXXXXX)
-PIDS=()
-
-stop_pid() {
-  local pid=$1
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 50); do
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-forget_pid() {
-  local keep=() pid
-  for pid in "${PIDS[@]}"; do [ "$pid" = "$1" ] || keep+=("$pid"); done
-  PIDS=("${keep[@]}")
-}
-
-# A base port with `count` free ports after it (loopback, checked against ss).
-free_base() {
-  local count=$1 base port used
-  used=$(ss -Htan | awk '{ n = split($4, a, ":"); print a[n] }' | sort -u)
-  for _ in $(seq 200); do
-    base=$((20000 + RANDOM % 40000))
-    for ((port = base; port < base + count; port++)); do
-      grep -qx "$port" <<<"$used" && continue 2
-    done
-    echo "$base"
-    return 0
-  done
-  echo "no free ports" >&2
-  return 1
-}
-
-wait_tcp() {
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on 127.0.0.1:$1" >&2
-  return 1
-}
-
-# utime stime (clock ticks) of a process, all threads.
-cpu_ticks() {
-  local stat
-  stat=$(<"/proc/$1/stat")
-  stat=${stat##*) }
-  # shellcheck disable=SC2086
-  set -- $stat
-  echo "${12} ${13}"
-}
-rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
-
-SVC_PID="" SVC_BASE="" GW_PID="" GW_PORT="" REDIS_PID="" REDIS_PORT=""
-
-start_services() {
-  SVC_BASE=$(free_base 5)
-  "$BIN" services --listen-base "$SVC_BASE" >>"$WORK/services.log" 2>&1 &
-  SVC_PID=$!
-  PIDS+=("$SVC_PID")
-  wait_tcp $((SVC_BASE + 2))
-}
-
-stop_services() {
-  [ -n "$SVC_PID" ] && { stop_pid "$SVC_PID"; forget_pid "$SVC_PID"; }
-  SVC_PID=""
-}
-
-# The gateway's configuration: the base, plus each optional fragment that this build's
-# `check-config` accepts (sections still being built are left out, and named in the
-# report).
-SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-base_config() {
-  local port=$1 svc=$2 service i=0
-  printf 'listen = "127.0.0.1:%s"\n[jwt]\nsecret = "%s"\n[log]\nformat = "json"\nlevel = "warn"\n' \
-    "$port" "$SECRET"
-  for service in auth club outing schedule announcement; do
-    printf '[upstream.services.%s]\naddresses = ["127.0.0.1:%s"]\n' "$service" $((svc + i))
-    i=$((i + 1))
-  done
-}
-
-# Fragments. The guard counts every request but never blocks the load generator.
-FRAG_GUARD_OPEN=$'[guard.ip]\nlimit = 4000000000\n[guard.services]\nper_second = 1000000\nburst = 1000000\n'
-FRAG_CACHE_OFF=$'[cache]\nenabled = false\n'
-FRAG_CACHE_ON=$'[cache]\nenabled = true\n'
-frag_redis() { printf '[redis]\nurl = "redis://127.0.0.1:%s"\n' "$REDIS_PORT"; }
-
-# Writes the config to $1 and prints the names of the fragments it holds.
-write_config() {
-  local file=$1 port=$2 svc=$3
-  shift 3
-  base_config "$port" "$svc" >"$file"
-  local name text applied=()
-  for name in "$@"; do
-    case $name in
-      guard) text=$FRAG_GUARD_OPEN ;;
-      cache-off) text=$FRAG_CACHE_OFF ;;
-      cache-on) text=$FRAG_CACHE_ON ;;
-      redis) text=$(frag_redis) ;;
-    esac
-    cp "$file" "$file.try"
-    printf '%s\n' "$text" >>"$file.try"
-    if "$BIN" check-config --config "$file.try" >/dev/null 2>&1; then
-      mv "$file.try" "$file"
-      applied+=("$name")
-    else
-      rm -f "$file.try"
-    fi
-  done
-  echo "${applied[*]:-}"
-}
-
-start_gateway() {
-  local config=$1
-  "$BIN" serve --config "$config" >>"$WORK/gateway.log" 2>&1 &
-  GW_PID=$!
-  PIDS+=("$GW_PID")
-  for _ in $(seq 200); do
-    curl -sf "http://127.0.0.1:$GW_PORT/ping" >/dev/null 2>&1 && return 0
-    kill -0 "$GW_PID" 2>/dev/null || break
-    sleep 0.05
-  done
-  echo "the gateway did not start; its log:" >&2
-  tail -20 "$WORK/gateway.log" >&2
-  return 1
-}
-
-stop_gateway() {
-  [ -n "$GW_PID" ] && { stop_pid "$GW_PID"; forget_pid "$GW_PID"; }
-  GW_PID=""
-}
-
-start_redis() {
-  command -v redis-server >/dev/null 2>&1 || return 1
-  REDIS_PORT=$(free_base 1)
-  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
-    >"$WORK/redis.log" 2>&1 &
-  REDIS_PID=$!
-  PIDS+=("$REDIS_PID")
-  wait_tcp "$REDIS_PORT"
-}
-
 # --- scenarios ---------------------------------------------------------------------
-READ_PATH=/v1/outings/uuid/outing-000000000002   # reference::outing::APPROVED_OUTING
-STUDENT=student-000000000001                     # reference::seed::STUDENT_UUID
-
 # What each gateway scenario sends and which config fragments it wants.
 scenario_kind() { case $1 in write) echo write ;; login) echo login ;; *) echo get ;; esac; }
 scenario_path() { case $1 in write) echo /v1/outings ;; login) echo /v1/login/student ;; *) echo "$READ_PATH" ;; esac; }
@@ -257,8 +87,8 @@ probe() {
 
 # Runs wrk; prints its WRK row without the tag.
 run_wrk() {
-  local seconds=$1 delay=$2 base=$3 url=$4
-  BENCH_KIND=$KIND BENCH_TOKEN=$TOKEN BENCH_DELAY_MS=$delay BENCH_WRITE_BASE=$base \
+  local seconds=$1 rate=$2 base=$3 url=$4
+  BENCH_KIND=$KIND BENCH_TOKEN=$TOKEN BENCH_RATE=$rate BENCH_THREADS=$WRK_THREADS BENCH_WRITE_BASE=$base \
     wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${seconds}s" --timeout 5s \
     -s "$ROOT/bench/wrk.lua" "$url" | awk -F'\t' '$1 == "WRK" { $1 = ""; sub(/^\t/, ""); print }' OFS='\t'
 }
@@ -268,17 +98,17 @@ echo "$HEADER" >"$RUNS"
 row() { local IFS=$'\t'; echo "$*" >>"$RUNS"; }
 per_req() { awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print "-" }'; }
 
-declare -A APPLIED UNAVAILABLE
+declare -A APPLIED=() UNAVAILABLE=()
 
 gateway_run() {
   local round=$1 scenario=$2 mode=$3
   KIND=$(scenario_kind "$scenario")
-  local path target delay=0 fragments applied cfg verdict status xcache
+  local path target rate=0 applied cfg verdict status xcache
   path=$(scenario_path "$scenario")
   target=max
   if [ "$mode" = rate ]; then
     target=$(scenario_rate "$scenario")
-    delay=$(( (CONNECTIONS * 1000 + target / 2) / target ))
+    rate=$target
   fi
   if [ "$scenario" = cached-redis ] && [ -z "$REDIS_PID" ]; then
     UNAVAILABLE[$scenario]="redis-server is not installed"
@@ -319,10 +149,10 @@ gateway_run() {
     return 0
   fi
   local url="http://127.0.0.1:$GW_PORT$path" g0 g1 s0 s1 out rss
-  run_wrk "$WARMUP" "$delay" 2000000000 "$url" >/dev/null
+  run_wrk "$WARMUP" "$rate" 2000000000 "$url" >/dev/null
   read -r -a g0 < <(cpu_ticks "$GW_PID")
   read -r -a s0 < <(cpu_ticks "$SVC_PID")
-  out=$(run_wrk "$DURATION" "$delay" 3000000000 "$url")
+  out=$(run_wrk "$DURATION" "$rate" 3000000000 "$url")
   read -r -a g1 < <(cpu_ticks "$GW_PID")
   read -r -a s1 < <(cpu_ticks "$SVC_PID")
   rss=$(rss_kb "$GW_PID")
@@ -398,7 +228,7 @@ TOTAL_SECONDS=$(elapsed_since "$STARTED")
   echo "| load generator | $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), $WRK_THREADS threads, $CONNECTIONS connections, HTTP/1.1 keep-alive |"
   echo "| floor client | \`examples/grpc_load.rs\`: 1 HTTP/2 connection (as the gateway keeps per instance), $CONNECTIONS calls in flight |"
   echo "| per run | fresh services and gateway, ${WARMUP} s warm-up (excluded), ${DURATION} s measured; $ROUNDS rounds |"
-  echo "| moderate rate | $RATE req/s ($LOGIN_RATE req/s for logins, whose backend cost is an Argon2 hash): wrk paces each connection with a fixed delay of connections × 1000 / rate ms, so the achieved rate is a little lower |"
+  echo "| moderate rate | $RATE req/s ($LOGIN_RATE req/s for logins, whose backend cost is an Argon2 hash), paced on a fixed schedule by \`bench/wrk.lua\` (wrk's \`delay()\`) and by \`grpc_load --rate\` |"
   echo "| gateway config | generated; logs JSON at \`warn\`; fragments accepted by this build: $(for s in $SCENARIOS; do printf '%s: %s; ' "$s" "${APPLIED[$s]:-none}"; done) |"
   echo "| build | ${BUILD_SECONDS} s (\`cargo build --release --locked --bin sms-gateway\`, then \`--example grpc_load\`) |"
   echo "| measuring | ${MEASURE_SECONDS} s; **whole command ${TOTAL_SECONDS} s** |"
@@ -431,7 +261,7 @@ TOTAL_SECONDS=$(elapsed_since "$STARTED")
   echo "BENCH_KIND=get BENCH_TOKEN=\$(sms-gateway token --uuid $STUDENT --config gateway.toml) \\"
   echo "  wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s --timeout 5s -s bench/wrk.lua http://127.0.0.1:\$PORT$READ_PATH"
   echo "#   writes: BENCH_KIND=write (POST /v1/outings, one non-overlapping outing per request)"
-  echo "#   logins: BENCH_KIND=login (POST /v1/login/student); rate mode: BENCH_DELAY_MS=$(( (CONNECTIONS * 1000 + RATE / 2) / RATE ))"
+  echo "#   logins: BENCH_KIND=login (POST /v1/login/student); rate mode: BENCH_RATE=$RATE BENCH_THREADS=$WRK_THREADS"
   echo "# the floor"
   echo "target/release/examples/grpc_load --addr 127.0.0.1:\$((BASE + 2)) --rpc read --concurrency $CONNECTIONS --duration $DURATION [--rate $RATE]"
   echo '```'

@@ -934,3 +934,88 @@ mod example_tests {
             .expect("config/example.toml is valid");
     }
 }
+
+#[cfg(test)]
+mod cache_config_tests {
+    use super::*;
+
+    fn minimal() -> String {
+        let mut text = "[jwt]\nsecret = \"0123456789abcdef0123456789abcdef\"\n".to_owned();
+        for service in Service::ALL {
+            text.push_str(&format!(
+                "[upstream.services.{service}]\naddresses = [\"127.0.0.1:5000\"]\n"
+            ));
+        }
+        text
+    }
+
+    fn load(extra: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(
+            &format!("{}{extra}", minimal()),
+            &BTreeMap::<String, String>::new(),
+        )
+    }
+
+    #[test]
+    fn defaults_cache_in_process_for_a_minute() {
+        let config = load("").expect("valid");
+        assert!(config.redis.url.is_none());
+        assert_eq!(config.redis.timeout, Duration::from_millis(50));
+        assert!(config.cache.enabled);
+        assert!(!config.cache.near);
+        assert_eq!(config.cache.ttl, Duration::from_secs(60));
+        assert_eq!(config.cache.max_stale, Duration::from_secs(600));
+        assert!(config.cache.stale_for_shared && !config.cache.stale_for_per_user);
+    }
+
+    #[test]
+    fn sections_parse_with_per_endpoint_overrides() {
+        let config = load(
+            r#"
+[redis]
+url = "redis://:secret@127.0.0.1:6379/2"
+timeout = "20ms"
+[cache]
+ttl = "30s"
+near = true
+[cache.endpoints."schedule.time_tables"]
+ttl = "24h"
+serve_stale = true
+"#,
+        )
+        .expect("valid");
+        assert_eq!(config.redis.timeout, Duration::from_millis(20));
+        let table = &config.cache.endpoints["schedule.time_tables"];
+        assert_eq!(table.ttl, Some(Duration::from_secs(24 * 3600)));
+        assert_eq!(table.serve_stale, Some(true));
+        assert!(!format!("{:?}", config.redis).contains("secret"));
+    }
+
+    #[test]
+    fn errors_name_the_bad_key() {
+        let cases = [
+            ("[redis]\nurl = \"http://127.0.0.1\"\n", "redis.url"),
+            ("[redis]\ntimeout = \"0s\"\n", "redis.timeout"),
+            ("[cache]\nnear = true\n", "cache.near"),
+            ("[cache]\nttl = \"0s\"\n", "cache.ttl"),
+            ("[cache]\nkey_prefix = \"a b\"\n", "cache.key_prefix"),
+            ("[cache]\ntll = \"1s\"\n", "tll"),
+            (
+                "[cache.endpoints.\"outing.nope\"]\nttl = \"1s\"\n",
+                "cache.endpoints.\"outing.nope\"",
+            ),
+            (
+                "[cache.endpoints.\"schedule.create\"]\nttl = \"1s\"\n",
+                "cache.endpoints.\"schedule.create\"",
+            ),
+            (
+                "[cache.endpoints.\"schedule.by_month\"]\nttl = \"0s\"\n",
+                "cache.endpoints.\"schedule.by_month\".ttl",
+            ),
+        ];
+        for (extra, key) in cases {
+            let err = load(extra).expect_err(key).to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+}

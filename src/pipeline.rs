@@ -157,7 +157,7 @@ where
             // applies them once it works again).
             cache.invalidate(&read.on_miss, values).await;
         }
-        cache.count(XCache::Bypass, Role::Leader);
+        note(cache, XCache::Bypass, Role::Leader);
         return respond(outcome, Some(XCache::Bypass));
     };
     let now = cache::store::now_ms();
@@ -165,7 +165,7 @@ where
     if let Some(entry) = found.entry {
         let age = entry.age(now);
         if age < plan.settings.ttl {
-            cache.count(XCache::Hit, Role::Leader);
+            note(cache, XCache::Hit, Role::Leader);
             return replay(&entry, XCache::Hit, now);
         }
         if plan.settings.stale_usable(age) {
@@ -189,14 +189,20 @@ where
     match (outcome, stale) {
         (Err(error), Some(entry)) if cache::allows_stale(&error) => {
             tracing::info!(endpoint = endpoint.id, %error, "backend unavailable; serving a stale answer");
-            cache.count(XCache::Stale, role);
+            note(cache, XCache::Stale, role);
             replay(&entry, XCache::Stale, cache::store::now_ms())
         }
         (outcome, _) => {
-            cache.count(XCache::Miss, role);
+            note(cache, XCache::Miss, role);
             respond(outcome, Some(XCache::Miss))
         }
     }
+}
+
+/// Counts the cache's part in a response and tells the access log.
+fn note(cache: &cache::Cache, how: XCache, role: Role) {
+    cache.count(how, role);
+    crate::telemetry::record::update(|r| r.cache = Some(how.as_str()));
 }
 
 /// A stored answer, byte for byte, with `X-Cache` and its `Age` in seconds.

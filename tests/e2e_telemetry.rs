@@ -222,26 +222,48 @@ async fn spans_reach_the_collector_and_the_backend_sees_the_same_trace() {
 #[tokio::test]
 async fn sampling_zero_exports_only_what_a_sampled_parent_asks_for() {
     let (receiver, address) = Receiver::start().await;
-    let provider = telemetry::tracer_provider(&exporting_to(address, 0.0)).expect("provider").expect("enabled");
-    let _default = tracing::subscriber::set_default(telemetry::subscriber(&json_logs(), Some(&provider)));
+    let provider = telemetry::tracer_provider(&exporting_to(address, 0.0))
+        .expect("provider")
+        .expect("enabled");
+    let _default =
+        tracing::subscriber::set_default(telemetry::subscriber(&json_logs(), Some(&provider)));
     let gw = Gateway::start().await;
     for _ in 0..5 {
-        let (status, _) = gw.call(Method::GET, &format!("/v1/students/uuid/{STUDENT}"), STUDENT, None).await;
+        let (status, _) = gw
+            .call(
+                Method::GET,
+                &format!("/v1/students/uuid/{STUDENT}"),
+                STUDENT,
+                None,
+            )
+            .await;
         assert_eq!(status, 200);
     }
     let seen = gw.shared.metadata.all();
-    assert!(seen.iter().all(|m| m.traceparent.ends_with("-00")), "the not-sampled flag is passed on");
-    assert!(seen.iter().all(|m| sms_gateway::reference::metadata::is_jaeger_span_context(&m.span_context)));
+    assert!(
+        seen.iter().all(|m| m.traceparent.ends_with("-00")),
+        "the not-sampled flag is passed on"
+    );
+    assert!(
+        seen.iter()
+            .all(|m| sms_gateway::reference::metadata::is_jaeger_span_context(&m.span_context))
+    );
     // Parent-based sampling: a sampled incoming trace is recorded even at ratio 0.
     let sampled_trace = "0af7651916cd43dd8448eb211c80319c";
     let request = gw
         .client
         .get(gw.url(&format!("/v1/students/uuid/{STUDENT}")))
         .bearer_auth(gw.token(STUDENT))
-        .header("traceparent", format!("00-{sampled_trace}-b7ad6b7169203331-01"));
+        .header(
+            "traceparent",
+            format!("00-{sampled_trace}-b7ad6b7169203331-01"),
+        );
     assert_eq!(gw.send(request).await.0, 200);
     let spans = receiver.until(|spans| spans.len() >= 2).await;
-    assert!(spans.iter().all(|s| hex(&s.trace_id) == sampled_trace), "only the sampled trace is exported");
+    assert!(
+        spans.iter().all(|s| hex(&s.trace_id) == sampled_trace),
+        "only the sampled trace is exported"
+    );
     shut_down(provider).await;
 }
 

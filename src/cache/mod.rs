@@ -66,14 +66,19 @@ pub enum XCache {
 }
 
 impl XCache {
-    /// The header value.
-    pub fn header_value(self) -> HeaderValue {
-        HeaderValue::from_static(match self {
+    /// `HIT`, `MISS`, `BYPASS` or `STALE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Self::Hit => "HIT",
             Self::Miss => "MISS",
             Self::Bypass => "BYPASS",
             Self::Stale => "STALE",
-        })
+        }
+    }
+
+    /// The header value.
+    pub fn header_value(self) -> HeaderValue {
+        HeaderValue::from_static(self.as_str())
     }
 }
 
@@ -87,6 +92,7 @@ pub struct ReadSettings {
     pub ttl: Duration,
     /// Served as stale (backend failing) up to `ttl + max_stale` after the fill.
     pub serve_stale: bool,
+    /// How long past the TTL a stale entry may be served.
     pub max_stale: Duration,
 }
 
@@ -109,18 +115,24 @@ impl ReadSettings {
 /// A read's key and groups, rendered for one request.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// `<endpoint id>:<caller or *>:<rendered template>`.
     pub key: String,
     /// The epoch first, then the policy's groups.
     pub groups: Vec<String>,
+    /// The endpoint's freshness.
     pub settings: ReadSettings,
 }
 
 /// How often each outcome happened, since the gateway was built.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
+    /// Fresh answers from the cache.
     pub hits: u64,
+    /// Answers from the backend (cacheable).
     pub misses: u64,
+    /// Answers without the cache.
     pub bypasses: u64,
+    /// Stale answers while the backend failed.
     pub stale: u64,
     /// Misses answered by another request's backend call.
     pub coalesced: u64,
@@ -403,6 +415,77 @@ mod tests {
         assert!(slow.stale_usable(Duration::from_secs(3601)));
         assert!(!slow.stale_usable(Duration::from_secs(4200)));
         assert_eq!(longest_keep(&config), Duration::from_secs(4200));
+    }
+
+    #[test]
+    fn the_default_store_is_in_process() {
+        let config = CacheConfig::default();
+        let redis = RedisConfig::default();
+        assert!(redis_connection(&redis).expect("no url").is_none());
+        let (cache, tasks) = Cache::build(&config, &redis, None);
+        assert_eq!((cache.store_name(), tasks.len()), ("memory", 0));
+        let off = CacheConfig {
+            enabled: false,
+            ..CacheConfig::default()
+        };
+        assert_eq!(Cache::build(&off, &redis, None).0.store_name(), "disabled");
+    }
+
+    #[test]
+    fn plans_key_per_caller_unless_shared() {
+        use crate::endpoints::PathParams;
+        let cache = Cache::new(
+            Some(Arc::new(MemoryStore::new(1 << 20))),
+            &CacheConfig::default(),
+        );
+        let policy = CachePolicy::per_caller("students.$student_uuid.start.$start")
+            .groups(&["g.$student_uuid"]);
+        let read = ReadCache::compile(&policy, &["student_uuid"], &["start"]).expect("policy");
+        let params = PathParams(vec![("student_uuid".into(), "student-000000000001".into())]);
+        let values = |caller, query| Values {
+            params: &params,
+            query,
+            caller,
+        };
+        let plan = cache
+            .plan(
+                "x.list",
+                &read,
+                &values("parent-000000000001", Some("start=2")),
+            )
+            .expect("plan");
+        assert_eq!(
+            plan.key,
+            "x.list:parent-000000000001:students.student-000000000001.start.2"
+        );
+        assert_eq!(plan.groups, [EPOCH, "g.student-000000000001"]);
+        let other = cache
+            .plan(
+                "x.list",
+                &read,
+                &values("teacher-000000000001", Some("start=2")),
+            )
+            .expect("plan");
+        assert_ne!(other.key, plan.key);
+        let shared = ReadCache::compile(&CachePolicy::shared("m"), &[], &[]).expect("policy");
+        assert_eq!(
+            cache
+                .plan("x.month", &shared, &values("a", None))
+                .expect("plan")
+                .key,
+            "x.month:*:m"
+        );
+        assert!(
+            cache
+                .plan("x.list", &read, &values("a", Some("start=1&start=2")))
+                .is_none()
+        );
+        let disabled = Cache::new(None, &CacheConfig::default());
+        assert!(
+            disabled
+                .plan("x.month", &shared, &values("a", None))
+                .is_none()
+        );
     }
 
     #[test]

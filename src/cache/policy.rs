@@ -36,6 +36,7 @@ impl Scope {
 /// A read endpoint's cache declaration, as written in the table.
 #[derive(Debug, Clone, Copy)]
 pub struct CachePolicy {
+    /// Shared or per caller (decision 9).
     pub scope: Scope,
     /// Key template (spec §2.5 notation); it must name every path parameter and input
     /// field, which the table check enforces.
@@ -85,10 +86,15 @@ impl CachePolicy {
 /// A compiled [`CachePolicy`].
 #[derive(Debug, Clone)]
 pub struct ReadCache {
+    /// Shared or per caller.
     pub scope: Scope,
+    /// The only status stored.
     pub status: StatusCode,
+    /// The key template, variables resolved.
     pub key: Template,
+    /// The groups the entry belongs to.
     pub groups: Vec<Template>,
+    /// The groups a miss invalidates.
     pub on_miss: Vec<Template>,
 }
 

@@ -68,7 +68,8 @@ for i = 1, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
     local bumped = redis.pcall('INCR', KEYS[i])
     if type(bumped) == 'number' then
-      v = tostring(bumped)
+      -- Lua numbers are doubles: print all digits (versions stay far below 2^53).
+      v = string.format('%.0f', bumped)
       redis.call('PEXPIRE', KEYS[i], ARGV[1])
     end
   end

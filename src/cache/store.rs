@@ -21,7 +21,9 @@ pub const EPOCH: &str = "*";
 /// or re-serialised on a hit, and numbers keep full precision, decision 22).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The response status.
     pub status: StatusCode,
+    /// The response body, as sent.
     pub body: Bytes,
     /// When the backend answered, in Unix milliseconds (a wall clock, since replicas
     /// share entries).
@@ -88,6 +90,7 @@ pub struct Lookup {
     /// Where the entry for this key lives at the current group versions; a fill goes
     /// there, so an answer computed before an invalidation can never be read after it.
     pub slot: String,
+    /// The entry in the slot, if any (fresh or not: the caller decides).
     pub entry: Option<Entry>,
     /// The versions the slot was built from, in the order of the groups asked for.
     pub versions: Vec<u64>,

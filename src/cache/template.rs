@@ -64,6 +64,7 @@ pub enum TemplateError {
 /// The values of one request that templates read.
 #[derive(Debug, Clone, Copy)]
 pub struct Values<'a> {
+    /// The validated path parameters.
     pub params: &'a PathParams,
     /// The raw (percent-encoded) query string.
     pub query: Option<&'a str>,

@@ -297,7 +297,10 @@ mod tests {
                 .iter()
                 .find_map(|suffix| name.strip_suffix(suffix))
                 .unwrap_or(&name);
-            assert!(rendered.contains(&format!("# TYPE {family} ")), "{name} is not a metric");
+            assert!(
+                rendered.contains(&format!("# TYPE {family} ")),
+                "{name} is not a metric"
+            );
             checked += 1;
         }
         assert!(checked > 10);

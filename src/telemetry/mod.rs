@@ -155,7 +155,12 @@ pub fn tracer_provider(
     let resource = Resource::builder()
         .with_service_name(config.service_name.clone())
         .build();
-    Ok(Some(builder.with_sampler(sampler).with_resource(resource).build()))
+    Ok(Some(
+        builder
+            .with_sampler(sampler)
+            .with_resource(resource)
+            .build(),
+    ))
 }
 
 /// The log and trace subscriber: JSON or text lines on stdout filtered by the log

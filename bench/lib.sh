@@ -1,0 +1,192 @@
+# Helpers shared by bench/run.sh and bench/profile.sh (sourced, not run): tools, free
+# loopback ports, the reference services, the gateway with a generated configuration,
+# Redis, and clean-up of every process started here (by PID, on exit).
+# shellcheck shell=bash
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+elapsed_since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }'; }
+
+# Installs Debian packages that are missing (the bench runs as root or with sudo).
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  log "installing $* (Debian packages)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_wrk() { command -v wrk >/dev/null 2>&1 || apt_install wrk; }
+
+# Binaries of the release build (cargo's target dir, or CARGO_TARGET_DIR).
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET_DIR/release/sms-gateway
+LOAD=$TARGET_DIR/release/examples/grpc_load
+CLK_TCK=$(getconf CLK_TCK)
+
+WORK=$(mktemp -d /tmp/sms-bench.XXXXXX)
+PIDS=()
+
+stop_pid() {
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+forget_pid() {
+  local keep=() pid
+  for pid in "${PIDS[@]}"; do [ "$pid" = "$1" ] || keep+=("$pid"); done
+  PIDS=("${keep[@]}")
+}
+
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A base port with `count` free ports after it, below the ephemeral range.
+free_base() {
+  local count=$1 base port used
+  used=$(ss -Htan | awk '{ n = split($4, a, ":"); print a[n] }' | sort -u)
+  for _ in $(seq 200); do
+    base=$((20000 + RANDOM % 12000))
+    for ((port = base; port < base + count; port++)); do
+      grep -qx "$port" <<<"$used" && continue 2
+    done
+    echo "$base"
+    return 0
+  done
+  echo "no free ports" >&2
+  return 1
+}
+
+wait_tcp() {
+  for _ in $(seq 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on 127.0.0.1:$1" >&2
+  return 1
+}
+
+# utime and stime (clock ticks) of a process, all threads.
+cpu_ticks() {
+  local stat
+  stat=$(<"/proc/$1/stat")
+  stat=${stat##*) }
+  # shellcheck disable=SC2086
+  set -- $stat
+  echo "${12} ${13}"
+}
+rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+
+SVC_PID="" SVC_BASE="" GW_PID="" GW_PORT="" REDIS_PID="" REDIS_PORT=""
+
+start_services() {
+  SVC_BASE=$(free_base 5)
+  "$BIN" services --listen-base "$SVC_BASE" >>"$WORK/services.log" 2>&1 &
+  SVC_PID=$!
+  PIDS+=("$SVC_PID")
+  wait_tcp $((SVC_BASE + 2))
+}
+
+stop_services() {
+  if [ -n "$SVC_PID" ]; then
+    stop_pid "$SVC_PID"
+    forget_pid "$SVC_PID"
+  fi
+  SVC_PID=""
+}
+
+# The gateway's configuration: the base, plus each optional fragment that this build's
+# `check-config` accepts (sections still being built are left out; callers report
+# which were applied).
+SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+base_config() {
+  local port=$1 svc=$2 service i=0
+  printf 'listen = "127.0.0.1:%s"\n[jwt]\nsecret = "%s"\n[log]\nformat = "json"\nlevel = "warn"\n' \
+    "$port" "$SECRET"
+  for service in auth club outing schedule announcement; do
+    printf '[upstream.services.%s]\naddresses = ["127.0.0.1:%s"]\n' "$service" $((svc + i))
+    i=$((i + 1))
+  done
+}
+
+# Fragments. The guard counts every request but never blocks the load generator.
+FRAG_GUARD_OPEN=$'[guard.ip]\nlimit = 4000000000\n[guard.services]\nper_second = 1000000\nburst = 1000000\n'
+FRAG_CACHE_OFF=$'[cache]\nenabled = false\n'
+FRAG_CACHE_ON=$'[cache]\nenabled = true\n'
+frag_redis() { printf '[redis]\nurl = "redis://127.0.0.1:%s"\n' "$REDIS_PORT"; }
+
+# Writes the config to $1 and prints the names of the fragments it holds.
+write_config() {
+  local file=$1 port=$2 svc=$3
+  shift 3
+  base_config "$port" "$svc" >"$file"
+  local name text applied=()
+  for name in "$@"; do
+    case $name in
+      guard) text=$FRAG_GUARD_OPEN ;;
+      cache-off) text=$FRAG_CACHE_OFF ;;
+      cache-on) text=$FRAG_CACHE_ON ;;
+      redis) text=$(frag_redis) ;;
+      *) continue ;;
+    esac
+    cp "$file" "$file.try"
+    printf '%s\n' "$text" >>"$file.try"
+    if "$BIN" check-config --config "$file.try" >/dev/null 2>&1; then
+      mv "$file.try" "$file"
+      applied+=("$name")
+    else
+      rm -f "$file.try"
+    fi
+  done
+  echo "${applied[*]:-}"
+}
+
+# Starts the gateway on $GW_PORT with config $1; the rest of the arguments, if any, is
+# a command to run it under (e.g. valgrind), which may need more time to start.
+start_gateway() {
+  local config=$1 tries=200
+  shift
+  [ $# -gt 0 ] && tries=1200
+  "$@" "$BIN" serve --config "$config" >>"$WORK/gateway.log" 2>&1 &
+  GW_PID=$!
+  PIDS+=("$GW_PID")
+  for _ in $(seq "$tries"); do
+    curl -sf "http://127.0.0.1:$GW_PORT/ping" >/dev/null 2>&1 && return 0
+    kill -0 "$GW_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "the gateway did not start; its log:" >&2
+  tail -20 "$WORK/gateway.log" >&2
+  return 1
+}
+
+stop_gateway() {
+  if [ -n "$GW_PID" ]; then
+    stop_pid "$GW_PID"
+    forget_pid "$GW_PID"
+  fi
+  GW_PID=""
+}
+
+start_redis() {
+  command -v redis-server >/dev/null 2>&1 || return 1
+  REDIS_PORT=$(free_base 1)
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+    >"$WORK/redis.log" 2>&1 &
+  REDIS_PID=$!
+  PIDS+=("$REDIS_PID")
+  wait_tcp "$REDIS_PORT"
+}
+
+READ_PATH=/v1/outings/uuid/outing-000000000002 # reference::outing::APPROVED_OUTING
+STUDENT=student-000000000001                   # reference::seed::STUDENT_UUID

@@ -1,0 +1,178 @@
+//! Micro-benchmarks of the request hot path, stage by stage, through the crate's public
+//! API: JWT verification, the access check, input binding and validation (a query bind
+//! and a JSON bind of real endpoint inputs), instance pick with its breaker, and the
+//! success envelope. `cargo bench --bench hot_path`; about 1 s of measurement per
+//! benchmark. BENCHMARKS.md puts these next to the end-to-end figures.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::json;
+use sms_gateway::auth::jwt::JwtAlgorithm;
+use sms_gateway::auth::{Access, JwtKeys, Kind, Principal, TokenLifetimes};
+use sms_gateway::endpoints::outing::{CreateOutingInput, PageInput};
+use sms_gateway::endpoints::{PathParams, Success};
+use sms_gateway::http::form::FormMap;
+use sms_gateway::reference::{outing, seed};
+use sms_gateway::upstream::breaker::{Breaker, BreakerSettings, Outcome};
+use sms_gateway::upstream::pool::{Node, ServicePool};
+use validator::Validate;
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn jwt(c: &mut Criterion) {
+    let keys = JwtKeys::new(
+        SECRET,
+        JwtAlgorithm::HS512,
+        Duration::from_secs(5),
+        TokenLifetimes::default(),
+    );
+    let token = keys.issue(seed::STUDENT_UUID).expect("issue");
+    let header = format!("Bearer {token}");
+    c.bench_function("jwt/authenticate (HS512 verify + claims)", |b| {
+        b.iter(|| keys.authenticate(Some(black_box(header.as_bytes()))))
+    });
+    c.bench_function("jwt/issue (login)", |b| {
+        b.iter(|| keys.issue(black_box(seed::STUDENT_UUID)))
+    });
+}
+
+fn access(c: &mut Criterion) {
+    // The rules of GET /v1/outings/uuid/{outing_uuid} and of the student's outing list.
+    let readers: &'static [Kind] = &[Kind::Student, Kind::Teacher, Kind::Parent];
+    let by_kind = Access::kinds(readers);
+    let own = Access::own(readers, "student_uuid");
+    let principal = Principal::from_uuid(seed::STUDENT_UUID.to_owned());
+    let params = PathParams(vec![(
+        "student_uuid".to_owned(),
+        seed::STUDENT_UUID.to_owned(),
+    )]);
+    let lookup = |name: &str| {
+        params
+            .0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    c.bench_function("access/kinds", |b| {
+        b.iter(|| by_kind.authorize(Some(black_box(&principal)), lookup))
+    });
+    c.bench_function("access/own uuid", |b| {
+        b.iter(|| own.authorize(Some(black_box(&principal)), lookup))
+    });
+}
+
+fn bind(c: &mut Criterion) {
+    // GET /v1/students/uuid/{student_uuid}/outings?start=0&count=10
+    let query = "start=0&count=10";
+    c.bench_function("bind/query + validate (student outings page)", |b| {
+        b.iter(|| {
+            let input: PageInput = FormMap::from_query(black_box(query))
+                .deserialize()
+                .expect("bind");
+            input.validate().expect("valid");
+            input
+        })
+    });
+    // POST /v1/outings
+    let body = json!({
+        "start_time": 1_900_000_000,
+        "end_time": 1_900_003_600,
+        "place": "서점",
+        "reason": "교재 구입",
+        "situation": "normal",
+    })
+    .to_string();
+    c.bench_function("bind/json + validate (create outing)", |b| {
+        b.iter(|| {
+            let input: CreateOutingInput =
+                serde_json::from_slice(black_box(body.as_bytes())).expect("bind");
+            input.validate().expect("valid");
+            input
+        })
+    });
+}
+
+fn upstream(c: &mut Criterion) {
+    // Channels connect lazily but need a runtime to exist; nothing is ever sent.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _entered = runtime.enter();
+    let nodes: Vec<Arc<Node>> = (0..3)
+        .map(|i| {
+            let address = format!("127.0.0.1:{}", 50_053 + i);
+            let breaker = Arc::new(Breaker::new(BreakerSettings::default()));
+            Arc::new(
+                Node::new(address.clone(), address, Duration::from_secs(2), breaker).expect("node"),
+            )
+        })
+        .collect();
+    let pool = ServicePool::new(nodes);
+    c.bench_function("upstream/pick + breaker admit + record", |b| {
+        b.iter(|| {
+            let now = tokio::time::Instant::now();
+            let node = pool.pick(|node| node.breaker.admits(now)).expect("a node");
+            let (permit, transition) = node.breaker.admit(now).expect("closed");
+            black_box(transition);
+            node.breaker.record(permit, Outcome::Success, now)
+        })
+    });
+}
+
+/// The envelope `{status, code: 0, message, ...data}` as the pipeline writes it
+/// (`pipeline::success_body`, private): the data object, three fields, one serialisation.
+fn envelope(status: u16, success: Success) -> Vec<u8> {
+    let mut body = match success.data {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    body.insert("status".into(), status.into());
+    body.insert("code".into(), 0.into());
+    body.insert("message".into(), success.message.into_owned().into());
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+fn reply(c: &mut Criterion) {
+    // The success of GET /v1/outings/uuid/{outing_uuid} (the outing adapter's fields).
+    c.bench_function("reply/success envelope (outing inform)", |b| {
+        b.iter(|| {
+            let success =
+                Success::message("succeed to get outing inform with outing uuid").with(json!({
+                    "outing_uuid": black_box(outing::APPROVED_OUTING),
+                    "place": "병원",
+                    "reason": "진료",
+                    "start_time": 1_767_312_000_i64,
+                    "end_time": 1_767_319_200_i64,
+                    "outing_situation": "emergency",
+                    "outing_status": "teacher-approved",
+                    "student_uuid": seed::STUDENT_UUID,
+                }));
+            envelope(200, success)
+        })
+    });
+}
+
+// === cache-key rendering ===
+// Left for the response cache (issue 4): once `sms_gateway::cache::template` settles,
+// add a benchmark rendering the key of GET /v1/outings/uuid/{outing_uuid}
+// (`outings.$outing_uuid`) and of a per-caller key
+// (`students.$student_uuid.outings.start.$Start.count.$Count`) here, and register it in
+// `criterion_group!` below.
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(30)
+}
+
+criterion_group! {
+    name = hot_path;
+    config = config();
+    targets = jwt, access, bind, upstream, reply
+}
+criterion_main!(hot_path);

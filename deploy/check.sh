@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Validates the deployment files in deploy/ (run from anywhere; CI runs it from
+# scripts/test.sh):
+#   1. `docker stack config` loads deploy/stack.yml with Docker's own compose loader:
+#      schema, interpolation, relative config files, secrets. It needs the docker CLI
+#      only, not a daemon. Without the CLI this step is skipped, saying so.
+#   2. The shell scripts of the image and of the consul task parse.
+# That the stack agrees with the binary (config keys, ports, commands, image, secrets,
+# the Consul watches) is checked by `cargo test --test deploy_stack`, part of the suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sh -n deploy/docker-entrypoint.sh
+
+if ! command -v docker >/dev/null 2>&1; then
+  echo "deploy/check.sh: SKIPPED 'docker stack config': the docker CLI is not installed"
+  exit 0
+fi
+
+rendered=$(mktemp)
+trap 'rm -f "$rendered"' EXIT
+# The stack's own variables unset, so their documented defaults are what is checked.
+env -u SMS_IMAGE -u SMS_TAG -u SMS_CONFIG_VERSION \
+  docker stack config -c deploy/stack.yml >"$rendered"
+
+# Every variable the stack reads has a default, so a deploy (and this check) with none
+# of them set is complete: docker replaces an unset ${VAR} by "" without a warning.
+undefaulted=$(grep -oE '(^|[^$])\$\{[^}]*\}' deploy/stack.yml | grep -v ':-' || true)
+if [ -n "$undefaulted" ]; then
+  echo "deploy/check.sh: variables without a default in deploy/stack.yml:" >&2
+  echo "$undefaulted" >&2
+  exit 1
+fi
+for service in gateway reference consul redis jaeger; do
+  if ! grep -q "^  ${service}:$" "$rendered"; then
+    echo "deploy/check.sh: service ${service} missing from the loaded stack" >&2
+    exit 1
+  fi
+done
+
+echo "deploy/check.sh: docker stack config -c deploy/stack.yml ok"
