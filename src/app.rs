@@ -29,11 +29,13 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::auth::{JwtKeys, TokenLifetimes};
 use crate::cache::Cache;
 use crate::config::{Config, DiscoveryMode};
+use crate::guard::{Guard, GuardConfigError};
 use crate::endpoints;
 use crate::http::GatewayError;
 use crate::http::error::Failure;
 use crate::http::request_id::{MakeUuid, X_REQUEST_ID};
-use crate::telemetry::record::{self, RecordCell};
+use crate::telemetry::metrics::{CacheLabels, RejectionLabels};
+use crate::telemetry::record::{self, RecordCell, RequestRecord};
 use crate::telemetry::{Metrics, propagation};
 use crate::upstream::call::ServiceSettings;
 use crate::upstream::consul::ConsulClient;
@@ -54,6 +56,8 @@ pub struct AppState {
     /// The shared Redis connection, when `redis.url` is set (for the guard's cluster
     /// scope as well).
     pub redis: Option<redis::aio::ConnectionManager>,
+    /// Client-IP guard and per-service rate limits (spec decision 17).
+    pub guard: Guard,
 }
 
 /// Why the gateway could not be built.
@@ -69,6 +73,8 @@ pub enum BuildError {
     Consul(#[from] crate::upstream::consul::ConsulError),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("{}: {}", .0.key, .0.reason)]
+    Guard(#[from] GuardConfigError),
 }
 
 /// A built gateway: its state, its router, and the background tasks (Consul watchers,
@@ -166,6 +172,7 @@ pub fn build(config: &Config) -> Result<Gateway, BuildError> {
     // is down at start-up only means bypassed caching), else in process.
     let redis = crate::cache::redis_connection(&config.redis)?;
     let redis_connection = redis.as_ref().map(|(_, connection)| connection.clone());
+    let guard = Guard::from_config(&config.guard, redis_connection.clone())?;
     let (cache, cache_tasks) = Cache::build(&config.cache, &config.redis, redis);
     background.extend(cache_tasks);
     tracing::info!(store = cache.store_name(), "response cache");
@@ -177,6 +184,7 @@ pub fn build(config: &Config) -> Result<Gateway, BuildError> {
         body_limit: config.http.body_limit,
         cache,
         redis: redis_connection,
+        guard,
     });
     let router = router(state.clone(), config)?;
     Ok(Gateway {
@@ -258,7 +266,9 @@ pub fn router(state: Arc<AppState>, config: &Config) -> Result<Router, BuildErro
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
         ]))
-        .layer(middleware::from_fn_with_state(state.clone(), observe));
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        // Flooding client IPs are refused before routing (429, then 403 while blocked).
+        .layer(state.guard.layer());
     Ok(app.layer(layers))
 }
 
@@ -377,8 +387,9 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         .then(|| span.context().span().span_context().trace_id())
         .filter(|id| *id != opentelemetry::trace::TraceId::INVALID)
         .map(|id| id.to_string());
-    let trace_id = span_trace.or(record.trace_id).unwrap_or_default();
+    let trace_id = span_trace.or_else(|| record.trace_id.clone()).unwrap_or_default();
     let failure = response.extensions().get::<Failure>();
+    count_outcomes(&state.metrics, route, &record, failure);
     let code = failure.map_or(0, |Failure(err)| err.code());
     let latency_us = elapsed.as_micros() as u64;
     let caller = record.caller.as_deref().unwrap_or("");
@@ -394,6 +405,40 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         ),
     }
     response
+}
+
+/// Counts cache results and rejections of one request.
+fn count_outcomes(metrics: &Metrics, route: &str, record: &RequestRecord, failure: Option<&Failure>) {
+    if let Some(cache) = record.cache {
+        let result = match cache {
+            "HIT" => "hit",
+            "MISS" => "miss",
+            "STALE" => "stale",
+            _ => "bypass",
+        };
+        metrics
+            .cache_results
+            .get_or_create(&CacheLabels {
+                route: route.to_owned(),
+                result,
+            })
+            .inc();
+    }
+    let kind = match failure {
+        Some(Failure(GatewayError::Blocked { .. })) => "ip_blocked",
+        // The pipeline names the service before its rate limit; the IP guard runs
+        // before routing, so no service is known then.
+        Some(Failure(GatewayError::RateLimited { .. })) if record.service.is_some() => "service_limited",
+        Some(Failure(GatewayError::RateLimited { .. })) => "ip_limited",
+        _ => return,
+    };
+    metrics
+        .rejections
+        .get_or_create(&RejectionLabels {
+            kind,
+            service: record.service.unwrap_or(""),
+        })
+        .inc();
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

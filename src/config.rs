@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::jwt::JwtAlgorithm;
+use crate::guard::GuardConfig;
 use crate::telemetry::TelemetryConfig;
 use crate::upstream::Service;
 use crate::upstream::breaker::BreakerSettings;
@@ -39,6 +40,9 @@ pub struct Config {
     /// Trace export to Jaeger over OTLP (off when no endpoint is set).
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Client-IP flood guard and per-service rate limits (decision 17).
+    #[serde(default)]
+    pub guard: GuardConfig,
     #[serde(default)]
     pub breaker: BreakerConfig,
     #[serde(default)]
@@ -493,6 +497,9 @@ impl Config {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
+        self.guard
+            .validate()
+            .map_err(|e| invalid(e.key, e.reason))?;
         self.telemetry
             .validate()
             .map_err(|e| invalid("telemetry.sampling_ratio", e.to_string()))?;

@@ -12,6 +12,7 @@ pub mod config;
 pub mod endpoints;
 pub mod guard;
 pub mod http;
+pub mod openapi;
 pub mod pipeline;
 pub mod proto;
 pub mod reference;

@@ -1,5 +1,6 @@
 //! The `sms-gateway` command: run the gateway, the reference services, or both (demo);
-//! mint a token; check a configuration; probe a running gateway (container health).
+//! mint a token; check a configuration; probe a running gateway (container health);
+//! write the OpenAPI document.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use sms_gateway::reference::{self, Options, Shared, registration};
 use sms_gateway::telemetry;
 use sms_gateway::upstream::Service;
 use sms_gateway::upstream::consul::ConsulClient;
+use sms_gateway::{endpoints, openapi};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -88,6 +90,12 @@ enum Command {
         #[arg(long, default_value = "2s", value_parser = humantime_serde::re::humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Write the OpenAPI 3.1 document of the HTTP API (the one served at /openapi.json).
+    Openapi {
+        /// File to write; standard output when absent.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -145,6 +153,7 @@ async fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Healthcheck { url, timeout } => healthcheck(&url, timeout).await,
+        Command::Openapi { output } => write_openapi(output.as_deref()),
     }
 }
 
@@ -230,6 +239,21 @@ async fn services(base: u16, host: &str, registry: Option<Registry>) -> Result<(
     }
     for service in running {
         service.task.abort();
+    }
+    Ok(())
+}
+
+/// Writes the OpenAPI document generated from the endpoint table (pretty-printed).
+fn write_openapi(output: Option<&std::path::Path>) -> Result<()> {
+    let table = endpoints::table();
+    endpoints::check(&table).context("endpoint table")?;
+    let mut text = serde_json::to_string_pretty(&openapi::document(&table))?;
+    text.push('\n');
+    match output {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => print!("{text}"),
     }
     Ok(())
 }

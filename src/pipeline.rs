@@ -26,6 +26,7 @@ use crate::cache::{self, Entry, Outcome, Role, Values, X_CACHE, XCache};
 use crate::endpoints::{Adapter, Call, Endpoint, Idempotency, InBand, PathParams, Rpc, Success};
 use crate::http::error::json_content_type;
 use crate::http::{GatewayError, input};
+use crate::telemetry::record;
 use crate::upstream::CallMeta;
 use crate::upstream::call::Target;
 
@@ -51,6 +52,10 @@ pub trait Handler: Send + Sync {
     /// when the input is not a struct. The table check uses them to prove that cache
     /// keys name every field.
     fn input_fields(&self) -> Option<&'static [&'static str]>;
+
+    /// The JSON Schema of the input, validation limits included, for the OpenAPI
+    /// document ([`crate::openapi`]): a reference into `generator`'s definitions.
+    fn input_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema;
 }
 
 /// Wraps an adapter as the endpoint's handler; the method path is parsed once here.
@@ -92,7 +97,11 @@ impl<A: Adapter> Handler for Typed<A> {
             // The query is kept for cache keys (a cheap, shared copy of the URI).
             let uri = request.uri().clone();
             let input = bind::<A::Input>(endpoint, request, state.body_limit).await?;
-            // 4. the per-service rate limit (429) belongs here, before the cache.
+            // 4. the per-service rate limit (429): refused before the cache and the backend.
+            record::update(|r| r.service = Some(endpoint.service.as_str()));
+            if let Err(limited) = state.guard.services().check(endpoint.service).await {
+                return Ok(limited.into_response());
+            }
             let call = Call {
                 principal: ctx.principal.as_ref(),
                 params: &ctx.params,
@@ -121,6 +130,10 @@ impl<A: Adapter> Handler for Typed<A> {
 
     fn input_fields(&self) -> Option<&'static [&'static str]> {
         self.fields
+    }
+
+    fn input_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<A::Input>()
     }
 }
 
@@ -257,7 +270,7 @@ async fn run(
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes());
         let principal = state.jwt.authenticate(header)?;
-        crate::telemetry::record::update(|r| r.caller = Some(principal.uuid.clone()));
+        record::update(|r| r.caller = Some(principal.uuid.clone()));
         if let Some(kind) = principal.kind {
             tracing::Span::current().record("caller.kind", kind.as_str());
         }

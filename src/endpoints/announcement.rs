@@ -18,6 +18,7 @@
 //! readers' `views` counts may lag by up to the TTL, as in the original.
 
 use axum::http::Method;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use validator::{Validate, ValidationError};
@@ -189,7 +190,7 @@ pub fn endpoints() -> Vec<Endpoint> {
 }
 
 /// Paging of the list endpoints.
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct PageInput {
     start: u32,
@@ -244,21 +245,24 @@ fn announcement_type(value: &str) -> Result<(), ValidationError> {
 // === POST /v1/announcements ===
 
 /// The body of POST /v1/announcements.
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct CreateInput {
     #[serde(rename = "type")]
     #[validate(custom(function = "announcement_type"))]
+    #[schemars(extend("enum" = TYPES))]
     kind: String,
     #[validate(
         custom(function = "crate::endpoints::rules::required"),
         length(max = 50)
     )]
+    #[schemars(transform = crate::endpoints::rules::schema::required)]
     title: String,
     #[validate(
         custom(function = "crate::endpoints::rules::required"),
         length(max = 1000)
     )]
+    #[schemars(transform = crate::endpoints::rules::schema::required)]
     content: String,
     #[validate(range(min = 0, max = 123))]
     target_grade: i32,
@@ -355,7 +359,7 @@ impl Adapter for AnnouncementDetail {
 // === PATCH /v1/announcements/uuid/{announcement_uuid} ===
 
 /// The body of PATCH: every field optional; absent ones are sent as `""`/0.
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct UpdateInput {
     #[validate(length(max = 50))]

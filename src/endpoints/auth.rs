@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use axum::http::Method;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use validator::{Validate, ValidationError};
@@ -356,7 +357,7 @@ fn no_filter() -> Result<(), ValidationError> {
 macro_rules! login {
     ($adapter:ident, $input:ident { $id:ident, $pw:ident }, $req:path, $rep:path,
      $reply_uuid:ident, $uuid_key:literal, $message:literal) => {
-        #[derive(Debug, Default, Deserialize, Validate)]
+        #[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
         #[serde(default)]
         pub struct $input {
             #[validate(length(min = 1))]
@@ -451,7 +452,7 @@ login!(
 // === password changes ===
 
 /// Body of the three password changes.
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct ChangePwInput {
     #[validate(length(min = 1))]
@@ -516,7 +517,7 @@ change_pw!(
 
 // === POST /v1/students ===
 
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct CreateStudentInput {
     #[validate(length(min = 4, max = 16))]
@@ -524,6 +525,7 @@ pub struct CreateStudentInput {
     #[validate(length(min = 4, max = 16))]
     student_pw: String,
     #[validate(custom(function = "crate::endpoints::rules::parent_uuid"))]
+    #[schemars(transform = crate::endpoints::rules::schema::parent_uuid)]
     parent_uuid: String,
     #[validate(range(min = 1, max = 3))]
     grade: u32,
@@ -535,15 +537,18 @@ pub struct CreateStudentInput {
         custom(function = "crate::endpoints::rules::hangul"),
         length(min = 2, max = 4)
     )]
+    #[schemars(transform = crate::endpoints::rules::schema::hangul)]
     name: String,
     #[validate(
         custom(function = "crate::endpoints::rules::phone"),
         length(equal = 11)
     )]
+    #[schemars(transform = crate::endpoints::rules::schema::phone)]
     phone_number: String,
     /// The profile image; `None` when the part is absent.
     #[validate(required)]
     #[serde(with = "serde_bytes")]
+    #[schemars(with = "Option<String>", transform = crate::endpoints::rules::schema::file)]
     profile: Option<Vec<u8>>,
 }
 
@@ -580,7 +585,7 @@ impl Adapter for CreateStudent {
 /// One `children[]` element: types are enforced by binding, rules are not (spec
 /// ambiguity 4; the backend answers 407 for invalid children). `Serialize` only because
 /// validator's `required` rule records the failing value.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default)]
 pub struct ChildInput {
     grade: u32,
@@ -589,7 +594,7 @@ pub struct ChildInput {
     name: String,
 }
 
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct CreateParentInput {
     #[validate(length(min = 4, max = 16))]
@@ -600,8 +605,10 @@ pub struct CreateParentInput {
         custom(function = "crate::endpoints::rules::hangul"),
         length(min = 2, max = 4)
     )]
+    #[schemars(transform = crate::endpoints::rules::schema::hangul)]
     name: String,
     #[validate(custom(function = "crate::endpoints::rules::phone"))]
+    #[schemars(transform = crate::endpoints::rules::schema::phone)]
     phone_number: String,
     /// Required and non-null; `[]` passes.
     #[validate(required)]
@@ -646,7 +653,7 @@ impl Adapter for CreateParent {
 // === POST /v1/join-sms/unsigned-students ===
 
 /// Query filters; 0 or absent means "no filter".
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct SendJoinSmsInput {
     grade: u32,
@@ -714,9 +721,13 @@ impl Adapter for GetStudent {
 
 // === GET /v1/student-uuids ===
 
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 #[validate(schema(function = "student_filter_set"))]
+#[schemars(
+    extend("minProperties" = 1),
+    description = "At least one filter must be given with a non-zero, non-empty value (400 / -203 otherwise)."
+)]
 pub struct StudentUuidsInput {
     grade: u32,
     group: u32,
@@ -765,7 +776,7 @@ impl Adapter for StudentUuids {
 
 // === POST /v1/students/with-uuids ===
 
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct StudentsWithUuidsInput {
     /// Required and non-null; `[]` passes; elements are not validated.
@@ -855,7 +866,7 @@ impl Adapter for UnsignedStudent {
 
 // === POST /v1/students/with-code ===
 
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct CreateStudentWithCodeInput {
     /// Required: non-zero. (`rules::nonzero` takes a reference, but validator passes
@@ -890,7 +901,7 @@ impl Adapter for CreateStudentWithCode {
 
 // === POST /v1/teachers ===
 
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct CreateTeacherInput {
     #[validate(length(min = 4, max = 16))]
@@ -905,11 +916,13 @@ pub struct CreateTeacherInput {
         custom(function = "crate::endpoints::rules::hangul"),
         length(min = 2, max = 4)
     )]
+    #[schemars(transform = crate::endpoints::rules::schema::hangul)]
     name: String,
     #[validate(
         custom(function = "crate::endpoints::rules::phone"),
         length(equal = 11)
     )]
+    #[schemars(transform = crate::endpoints::rules::schema::phone)]
     phone_number: String,
 }
 
@@ -971,9 +984,13 @@ impl Adapter for GetTeacher {
 
 // === GET /v1/teacher-uuids ===
 
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 #[validate(schema(function = "teacher_filter_set"))]
+#[schemars(
+    extend("minProperties" = 1),
+    description = "At least one filter must be given with a non-zero, non-empty value (400 / -203 otherwise)."
+)]
 pub struct TeacherUuidsInput {
     grade: u32,
     group: u32,
@@ -1020,10 +1037,11 @@ impl Adapter for TeacherUuids {
 
 // === PATCH /v1/teachers/uuid/{teacher_uuid} ===
 
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct ChangeTeacherInput {
     #[validate(custom(function = "crate::endpoints::rules::phone"))]
+    #[schemars(transform = crate::endpoints::rules::schema::phone)]
     phone_number: String,
 }
 
@@ -1077,9 +1095,13 @@ impl Adapter for GetParent {
 
 // === GET /v1/parent-uuids ===
 
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 #[validate(schema(function = "parent_filter_set"))]
+#[schemars(
+    extend("minProperties" = 1),
+    description = "At least one filter must be given with a non-zero, non-empty value (400 / -203 otherwise)."
+)]
 pub struct ParentUuidsInput {
     name: String,
     phone_number: String,

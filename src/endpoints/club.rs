@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use axum::http::Method;
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -543,7 +544,7 @@ struct Map<I, Q, R> {
 
 impl<I, Q, R> Adapter for Map<I, Q, R>
 where
-    I: DeserializeOwned + Validate + Default + Send + 'static,
+    I: DeserializeOwned + Validate + Default + JsonSchema + Send + 'static,
     Q: prost::Message + Default + Clone + Send + 'static,
     R: prost::Message + Default + InBand + Send + 'static,
 {
@@ -563,32 +564,37 @@ where
 // === inputs ===
 
 /// Multipart form of POST /v1/clubs.
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct CreateClubInput {
     #[validate(
         custom(function = "crate::endpoints::rules::required"),
         length(max = 30)
     )]
+    #[schemars(transform = crate::endpoints::rules::schema::required)]
     name: String,
     /// Exactly `student-` + 12 digits.
     #[validate(
         custom(function = "crate::endpoints::rules::student_uuid"),
         length(equal = 20)
     )]
+    #[schemars(transform = crate::endpoints::rules::schema::student_uuid)]
     leader_uuid: String,
     /// One text field, `|`-separated.
     #[validate(custom(function = "crate::endpoints::rules::required"))]
+    #[schemars(transform = crate::endpoints::rules::schema::required)]
     member_uuids: String,
     #[validate(
         custom(function = "crate::endpoints::rules::required"),
         length(max = 20)
     )]
+    #[schemars(transform = crate::endpoints::rules::schema::required)]
     field: String,
     #[validate(
         custom(function = "crate::endpoints::rules::required"),
         length(max = 20)
     )]
+    #[schemars(transform = crate::endpoints::rules::schema::required)]
     location: String,
     /// Signed so that a negative floor is a rule failure (-203), as in the original.
     #[validate(range(min = 1, max = 5))]
@@ -596,11 +602,12 @@ pub struct CreateClubInput {
     /// Required file; `None` when the part is absent.
     #[serde(with = "serde_bytes")]
     #[validate(required)]
+    #[schemars(with = "Option<String>", transform = crate::endpoints::rules::schema::file)]
     logo: Option<Vec<u8>>,
 }
 
 /// Query of the two sorted lists.
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct PageInput {
     start: u32,
@@ -618,7 +625,7 @@ impl PageInput {
 
 /// `club_uuids` of GET /v1/clubs and /v1/recruitment-uuids: a JSON body, or the query
 /// (`?club_uuids=a,b` or repeated keys, decision 21).
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct ClubUuidsInput {
     /// Required: absent or `null` fails, `[]` passes; elements unvalidated.
@@ -627,29 +634,31 @@ pub struct ClubUuidsInput {
 }
 
 /// Body of POST /v1/clubs/uuid/{club_uuid}/members.
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct AddMemberInput {
     #[validate(
         custom(function = "crate::endpoints::rules::student_uuid"),
         length(equal = 20)
     )]
+    #[schemars(transform = crate::endpoints::rules::schema::student_uuid)]
     student_uuid: String,
 }
 
 /// Body of PUT /v1/clubs/uuid/{club_uuid}/leader.
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct ChangeLeaderInput {
     #[validate(
         custom(function = "crate::endpoints::rules::student_uuid"),
         length(equal = 20)
     )]
+    #[schemars(transform = crate::endpoints::rules::schema::student_uuid)]
     new_leader_uuid: String,
 }
 
 /// Multipart form of PATCH /v1/clubs/uuid/{club_uuid}; every field optional.
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct ModifyClubInput {
     #[validate(length(max = 40))]
@@ -660,22 +669,26 @@ pub struct ModifyClubInput {
     link: String,
     /// Absent means empty bytes.
     #[serde(with = "serde_bytes")]
+    #[schemars(with = "String", transform = crate::endpoints::rules::schema::file)]
     logo: Vec<u8>,
 }
 
 /// Body of POST /v1/recruitments.
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct RegisterRecruitmentInput {
     /// Non-empty, no format check.
     #[validate(custom(function = "crate::endpoints::rules::required"))]
+    #[schemars(transform = crate::endpoints::rules::schema::required)]
     club_uuid: String,
     #[validate(
         custom(function = "crate::endpoints::rules::required"),
         length(max = 40)
     )]
+    #[schemars(transform = crate::endpoints::rules::schema::required)]
     recruit_concept: String,
     #[validate(custom(function = "crate::endpoints::rules::date"), length(max = 10))]
+    #[schemars(transform = crate::endpoints::rules::schema::date)]
     end_period: String,
     /// Required: absent or `null` fails, `[]` passes.
     #[validate(required)]
@@ -683,13 +696,14 @@ pub struct RegisterRecruitmentInput {
 }
 
 /// Body of PATCH /v1/recruitments/uuid/{recruitment_uuid}.
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct ModifyRecruitmentInput {
     #[validate(length(max = 40))]
     recruit_concept: String,
     /// Validated, then dropped: the proto has no field for it (ambiguity 6).
     #[validate(custom(function = "crate::endpoints::rules::date"), length(max = 10))]
+    #[schemars(transform = crate::endpoints::rules::schema::date)]
     end_period: String,
     /// Absent, `null` and `[]` all forward an empty list.
     members: Option<Vec<MemberInput>>,
@@ -698,7 +712,7 @@ pub struct ModifyRecruitmentInput {
 /// One wanted member of a recruitment. The declared element rules are not enforced
 /// (ambiguity 4, kept); only the JSON types are. (`Serialize` because the validator
 /// reports a failing field's value.)
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(default)]
 pub struct MemberInput {
     grade: i64,

@@ -78,7 +78,7 @@ macro_rules! rpc {
 }
 
 /// The input of endpoints that take nothing but their path.
-#[derive(Debug, Default, serde::Deserialize, Validate)]
+#[derive(Debug, Default, serde::Deserialize, Validate, schemars::JsonSchema)]
 pub struct NoInput {}
 
 /// What an adapter needs to know about the request besides its input.
@@ -149,8 +149,9 @@ impl Success {
 /// The typed part of an endpoint: how its input becomes a gRPC request and how a
 /// successful reply becomes the documented body.
 pub trait Adapter: Send + Sync + 'static {
-    /// The bound input, with its `validator` rules. Unknown keys are ignored.
-    type Input: DeserializeOwned + Validate + Default + Send + 'static;
+    /// The bound input, with its `validator` rules. Unknown keys are ignored. Its JSON
+    /// Schema (with the same limits) is published in the OpenAPI document.
+    type Input: DeserializeOwned + Validate + Default + schemars::JsonSchema + Send + 'static;
     /// The gRPC request message.
     type Request: prost::Message + Default + Clone + Send + 'static;
     /// The gRPC reply message.

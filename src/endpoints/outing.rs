@@ -17,6 +17,7 @@
 //! ambiguity 22) it also invalidates every detail and card.
 
 use axum::http::Method;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use validator::{Validate, ValidationError};
@@ -270,18 +271,23 @@ fn situation(value: &str) -> Result<(), ValidationError> {
 
 // === POST /v1/outings ===
 
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct CreateOutingInput {
     #[validate(custom(function = "crate::endpoints::rules::unix_seconds"))]
+    #[schemars(transform = crate::endpoints::rules::schema::unix_seconds)]
     start_time: i64,
     #[validate(custom(function = "crate::endpoints::rules::unix_seconds"))]
+    #[schemars(transform = crate::endpoints::rules::schema::unix_seconds)]
     end_time: i64,
     #[validate(custom(function = "rules::required"), length(max = 150))]
+    #[schemars(transform = crate::endpoints::rules::schema::required)]
     place: String,
     #[validate(custom(function = "rules::required"), length(max = 150))]
+    #[schemars(transform = crate::endpoints::rules::schema::required)]
     reason: String,
     #[validate(custom(function = "situation"))]
+    #[schemars(extend("enum" = ["normal", "emergency"]))]
     situation: String,
 }
 
@@ -311,7 +317,7 @@ impl Adapter for CreateOuting {
 
 // === GET /v1/students/uuid/{student_uuid}/outings ===
 
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct PageInput {
     start: u32,
@@ -470,7 +476,7 @@ caller_action!(GoOut: pb::GoOutRequest => pb::GoOutResponse);
 caller_action!(Confirm: pb::ConfirmOutingRequest => pb::ConfirmOutingResponse);
 
 /// The parent actions' query: the confirm code (not validated; absent is `""`).
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct CodeInput {
     code: String,
@@ -497,7 +503,7 @@ impl Adapter for ConfirmByCode {
 
 // === GET /v1/outings/with-filter ===
 
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct FilterInput {
     start: u32,
@@ -595,10 +601,11 @@ impl Adapter for OutingByCode {
 
 // === PATCH /v1/outings/uuid/{outing_uuid} ===
 
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct ModifyOutingInput {
     #[validate(custom(function = "crate::endpoints::rules::unix_seconds"))]
+    #[schemars(transform = crate::endpoints::rules::schema::unix_seconds)]
     end_time: i64,
 }
 

@@ -220,6 +220,98 @@ impl fmt::Display for PathRule {
 /// Shorthand for `Cow` messages in adapters.
 pub type Text = Cow<'static, str>;
 
+/// The rules above as JSON Schema keywords, for the OpenAPI document: each function is
+/// a `#[schemars(transform = ...)]` on the input field the same-named rule validates, so
+/// the published schema states what the custom validator checks.
+pub mod schema {
+    use schemars::Schema;
+    use serde_json::{Value, json};
+
+    /// Code points of [`super::hangul`] as an ECMA-262 character class.
+    pub const HANGUL_PATTERN: &str = "^[\\u1100-\\u11FF\\u3130-\\u318F\\uA960-\\uA97F\\uAC00-\\uD7AF\\uD7B0-\\uD7FF\\uFFA0-\\uFFDC\\u302E-\\u302F\\u3200-\\u321E\\u3260-\\u327E]*$";
+    /// [`super::phone`]: empty, or `010` and 8 digits (prefix only).
+    pub const PHONE_PATTERN: &str = "^$|^010[0-9]{8}";
+    /// [`super::date`]: empty, or contains `DDDD-DD-DD`.
+    pub const DATE_PATTERN: &str = "^$|[0-9]{4}-[0-9]{2}-[0-9]{2}";
+
+    fn set(schema: &mut Schema, key: &str, value: Value) {
+        schema.insert(key.to_owned(), value);
+    }
+
+    fn describe(schema: &mut Schema, rule: &str) {
+        let text = match schema.get("description").and_then(Value::as_str) {
+            Some(doc) => format!("{doc}\n\n{rule}"),
+            None => rule.to_owned(),
+        };
+        set(schema, "description", Value::String(text));
+    }
+
+    /// [`super::required`]: a non-empty string.
+    pub fn required(schema: &mut Schema) {
+        set(schema, "minLength", json!(1));
+    }
+
+    /// [`super::hangul`]: Hangul syllables and jamo only.
+    pub fn hangul(schema: &mut Schema) {
+        set(schema, "pattern", json!(HANGUL_PATTERN));
+        describe(schema, "Hangul only.");
+    }
+
+    /// [`super::phone`].
+    pub fn phone(schema: &mut Schema) {
+        set(schema, "pattern", json!(PHONE_PATTERN));
+        describe(
+            schema,
+            "Empty, or a mobile number starting with 010 and 8 digits.",
+        );
+    }
+
+    /// [`super::date`].
+    pub fn date(schema: &mut Schema) {
+        set(schema, "pattern", json!(DATE_PATTERN));
+        describe(schema, "Empty, or a date written YYYY-MM-DD.");
+    }
+
+    /// [`super::unix_seconds`]: a 10-digit Unix time in seconds.
+    pub fn unix_seconds(schema: &mut Schema) {
+        set(schema, "minimum", json!(1_000_000_000_i64));
+        set(schema, "maximum", json!(9_999_999_999_i64));
+        describe(schema, "Unix time in seconds (10 digits).");
+    }
+
+    fn uuid(schema: &mut Schema, prefix: &str) {
+        set(schema, "pattern", json!(format!("^$|^{prefix}[0-9]{{12}}")));
+        describe(
+            schema,
+            &format!("Empty, or `{prefix}` followed by 12 digits (the prefix is checked)."),
+        );
+    }
+
+    /// [`super::student_uuid`].
+    pub fn student_uuid(schema: &mut Schema) {
+        uuid(schema, "student-");
+    }
+
+    /// [`super::parent_uuid`].
+    pub fn parent_uuid(schema: &mut Schema) {
+        uuid(schema, "parent-");
+    }
+
+    /// A file part of a multipart form (bound as bytes). An absent optional file binds
+    /// as empty bytes: its default is stated as the empty string, not a JSON array.
+    pub fn file(schema: &mut Schema) {
+        if schema.get("default").is_some_and(Value::is_array) {
+            set(schema, "default", json!(""));
+        }
+        set(
+            schema,
+            "contentMediaType",
+            json!("application/octet-stream"),
+        );
+        describe(schema, "A file part of the multipart form.");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;

@@ -13,6 +13,7 @@
 //! 24 h, configurable with `cache.endpoints."schedule.time_tables".ttl`.
 
 use axum::http::Method;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use validator::Validate;
@@ -105,17 +106,20 @@ pub fn endpoints() -> Vec<Endpoint> {
 }
 
 /// The body of POST /v1/schedules and PATCH /v1/schedules/uuid/{schedule_uuid}.
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct ScheduleInput {
     #[validate(custom(function = "crate::endpoints::rules::unix_seconds"))]
+    #[schemars(transform = crate::endpoints::rules::schema::unix_seconds)]
     start_date: i64,
     #[validate(custom(function = "crate::endpoints::rules::unix_seconds"))]
+    #[schemars(transform = crate::endpoints::rules::schema::unix_seconds)]
     end_date: i64,
     #[validate(
         custom(function = "crate::endpoints::rules::required"),
         length(max = 100)
     )]
+    #[schemars(transform = crate::endpoints::rules::schema::required)]
     detail: String,
 }
 
@@ -186,7 +190,7 @@ impl Adapter for SchedulesByMonth {
 // === GET /v1/time-tables/years/{year}/months/{month}/days/{day} ===
 
 /// The query of the time-table endpoint.
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
 #[serde(default)]
 pub struct TimeTablesInput {
     /// Days asked for; absent or 0 means 1.

@@ -136,7 +136,7 @@ pub struct ServiceLimitsConfig {
     pub enabled: bool,
     /// Sustained requests per second of a service without an override (at most
     /// 1000000). With scope `local` this is per replica, with `cluster` for all
-    /// replicas together. Default 1000.
+    /// replicas together. Default 5000.
     #[serde(default = "defaults::service_rate")]
     pub per_second: NonZeroU32,
     /// Requests a service without an override may take at once on top of an idle
@@ -309,7 +309,7 @@ mod defaults {
         NonZeroUsize::MIN.saturating_add(999_999)
     }
     pub fn service_rate() -> NonZeroU32 {
-        NonZeroU32::MIN.saturating_add(999)
+        NonZeroU32::new(5000).unwrap_or(NonZeroU32::MIN)
     }
     pub fn service_burst() -> NonZeroU32 {
         NonZeroU32::MIN.saturating_add(999)

@@ -40,7 +40,12 @@ pub struct Gateway {
 
 /// Config text for the given service addresses.
 pub fn config_text(addresses: &BTreeMap<Service, Vec<String>>) -> String {
-    let mut text = format!("[jwt]\nsecret = \"{SECRET}\"\n[log]\nformat = \"text\"\n");
+    // Tests send bursts from one loopback address: the guard's defaults (50 requests a
+    // second per IP, 1000 per service) are raised here; tests/e2e_guard.rs sets its own.
+    let mut text = format!(
+        "[jwt]\nsecret = \"{SECRET}\"\n[log]\nformat = \"text\"\n\
+         [guard.ip]\nlimit = 1000000\n[guard.services]\nper_second = 1000000\nburst = 1000000\n"
+    );
     for (service, addrs) in addresses {
         let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
         text.push_str(&format!(
