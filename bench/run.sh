@@ -46,13 +46,20 @@ ensure_wrk
 # Two invocations on purpose: building the example pulls in the dev-dependencies, whose
 # features (tokio's test-util among them) must not leak into the measured binary.
 log "building (release)"
-BUILD_STARTED=$(date +%s.%N)
+BUILD_TIMES="0 0 0"
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
-  cargo build --release --locked --bin sms-gateway
-  cargo build --release --locked --example grpc_load
+  # Wall, user and system seconds of both builds (cargo's own output stays on stderr).
+  TIMEFORMAT='%R %U %S'
+  { time {
+    cargo build --release --locked --bin sms-gateway 2>&3
+    cargo build --release --locked --example grpc_load 2>&3
+  }; } 3>&2 2>"$WORK/build.time"
+  BUILD_TIMES=$(tail -1 "$WORK/build.time")
 fi
-BUILD_SECONDS=$(elapsed_since "$BUILD_STARTED")
-log "built in ${BUILD_SECONDS}s"
+read -r BUILD_SECONDS BUILD_USER BUILD_SYS <<<"$BUILD_TIMES"
+BUILD_SECONDS=$(printf '%.0f' "$BUILD_SECONDS")
+BUILD_CPU=$(awk -v u="$BUILD_USER" -v s="$BUILD_SYS" 'BEGIN { printf "%.0f", u + s }')
+log "built in ${BUILD_SECONDS}s (${BUILD_CPU}s of CPU)"
 
 # --- scenarios ---------------------------------------------------------------------
 # What each gateway scenario sends and which config fragments it wants.
@@ -230,8 +237,8 @@ TOTAL_SECONDS=$(elapsed_since "$STARTED")
   echo "| per run | fresh services and gateway, ${WARMUP} s warm-up (excluded), ${DURATION} s measured; $ROUNDS rounds |"
   echo "| moderate rate | $RATE req/s ($LOGIN_RATE req/s for logins, whose backend cost is an Argon2 hash), paced on a fixed schedule by \`bench/wrk.lua\` (wrk's \`delay()\`) and by \`grpc_load --rate\` |"
   echo "| gateway config | generated; logs JSON at \`warn\`; fragments accepted by this build: $(for s in $SCENARIOS; do printf '%s: %s; ' "$s" "${APPLIED[$s]:-none}"; done) |"
-  echo "| build | ${BUILD_SECONDS} s (\`cargo build --release --locked --bin sms-gateway\`, then \`--example grpc_load\`) |"
-  echo "| measuring | ${MEASURE_SECONDS} s; **whole command ${TOTAL_SECONDS} s** |"
+  echo "| build | ${BUILD_SECONDS} s wall, ${BUILD_CPU} s of CPU (\`cargo build --release --locked --bin sms-gateway\`, then \`--example grpc_load\`; 0 when already built) |"
+  echo "| measuring | ${MEASURE_SECONDS} s; **whole command ${TOTAL_SECONDS} s**; on an idle machine the build takes at least its CPU time / $(nproc) ≈ $((BUILD_CPU / $(nproc))) s |"
   echo "| machine load | load average $LOAD_BEFORE before, $LOAD_AFTER after: other builds may have been running on the same 2 cores |"
   echo
   echo "CPU figures come from \`/proc/<pid>/stat\` (utime + stime, clock tick $((1000000 / CLK_TCK)) µs) over"

@@ -31,7 +31,7 @@ if [ -n "$undefaulted" ]; then
   echo "$undefaulted" >&2
   exit 1
 fi
-for service in gateway reference consul redis jaeger; do
+for service in edge gateway reference consul redis jaeger; do
   if ! grep -q "^  ${service}:$" "$rendered"; then
     echo "deploy/check.sh: service ${service} missing from the loaded stack" >&2
     exit 1

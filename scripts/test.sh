@@ -17,4 +17,5 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+./deploy/check.sh
 cargo test --all-targets --locked

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, post};
+use axum::serve::ListenerExt;
 use opentelemetry::trace::TraceContextExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -29,8 +29,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::auth::{JwtKeys, TokenLifetimes};
 use crate::cache::Cache;
 use crate::config::{Config, DiscoveryMode};
-use crate::guard::{Guard, GuardConfigError};
 use crate::endpoints;
+use crate::guard::{Guard, GuardConfigError};
 use crate::http::GatewayError;
 use crate::http::error::Failure;
 use crate::http::request_id::{MakeUuid, X_REQUEST_ID};
@@ -219,6 +219,8 @@ fn replica_name() -> String {
 pub fn router(state: Arc<AppState>, config: &Config) -> Result<Router, BuildError> {
     let table = endpoints::table();
     endpoints::check(&table)?;
+    // The OpenAPI document is generated from the table once, here, and served as is.
+    let openapi = crate::openapi::route(&table);
     let mut by_path: BTreeMap<&'static str, MethodRouter> = BTreeMap::new();
     for endpoint in table {
         let endpoint = Arc::new(endpoint);
@@ -231,7 +233,8 @@ pub fn router(state: Arc<AppState>, config: &Config) -> Result<Router, BuildErro
         let route = by_path.remove(path).unwrap_or_default().on(filter, handler);
         by_path.insert(path, route.fallback(method_not_allowed));
     }
-    let mut api = Router::new();
+    // On the API router, so the document gets CORS (Swagger UI on another origin).
+    let mut api = Router::new().route(crate::openapi::PATH, openapi.fallback(method_not_allowed));
     for (path, route) in by_path {
         api = api.route(path, route);
     }
@@ -387,7 +390,9 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         .then(|| span.context().span().span_context().trace_id())
         .filter(|id| *id != opentelemetry::trace::TraceId::INVALID)
         .map(|id| id.to_string());
-    let trace_id = span_trace.or_else(|| record.trace_id.clone()).unwrap_or_default();
+    let trace_id = span_trace
+        .or_else(|| record.trace_id.clone())
+        .unwrap_or_default();
     let failure = response.extensions().get::<Failure>();
     count_outcomes(&state.metrics, route, &record, failure);
     let code = failure.map_or(0, |Failure(err)| err.code());
@@ -408,7 +413,12 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
 }
 
 /// Counts cache results and rejections of one request.
-fn count_outcomes(metrics: &Metrics, route: &str, record: &RequestRecord, failure: Option<&Failure>) {
+fn count_outcomes(
+    metrics: &Metrics,
+    route: &str,
+    record: &RequestRecord,
+    failure: Option<&Failure>,
+) {
     if let Some(cache) = record.cache {
         let result = match cache {
             "HIT" => "hit",
@@ -428,7 +438,9 @@ fn count_outcomes(metrics: &Metrics, route: &str, record: &RequestRecord, failur
         Some(Failure(GatewayError::Blocked { .. })) => "ip_blocked",
         // The pipeline names the service before its rate limit; the IP guard runs
         // before routing, so no service is known then.
-        Some(Failure(GatewayError::RateLimited { .. })) if record.service.is_some() => "service_limited",
+        Some(Failure(GatewayError::RateLimited { .. })) if record.service.is_some() => {
+            "service_limited"
+        }
         Some(Failure(GatewayError::RateLimited { .. })) => "ip_limited",
         _ => return,
     };

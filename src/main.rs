@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand};
+use humantime_serde::re::humantime;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use sms_gateway::app;
 use sms_gateway::config::{Config, LogConfig, LogFormat, ProcessEnv};
@@ -87,7 +88,7 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8080/ping")]
         url: String,
         /// Give up after this long (e.g. 2s, 500ms).
-        #[arg(long, default_value = "2s", value_parser = humantime_serde::re::humantime::parse_duration)]
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
     /// Write the OpenAPI 3.1 document of the HTTP API (the one served at /openapi.json).
@@ -293,7 +294,8 @@ async fn get_status(authority: &str, path: &str) -> Result<u16> {
         .await
         .with_context(|| format!("connecting to {target}"))?;
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: sms-gateway-healthcheck\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\n\
+         User-Agent: sms-gateway-healthcheck\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
     let mut line = Vec::new();

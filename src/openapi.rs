@@ -139,12 +139,12 @@ Backends answer in-band: any 2xx they return is the success status, any other st
 is relayed with the backend's code and message.\n\n\
 Gateway codes: -101 no Authorization header, -102 malformed Authorization, -103 bad \
 signature, -104 expired token, -105 invalid claims, -106 unsupported authorization \
-scheme, 0 any other token failure (all 401); -201 unsupported content type, -202 the input could not be parsed, \
--203 a validation rule failed, -204 a malformed path parameter (all 400); -301 no \
-healthy instance of the backend, -302 the instance's circuit breaker is open (both \
-503). A 403 from the gateway (account kind not allowed, another user's uuid, a \
-blocked client), a 408 (the backend's deadline passed), 404, 405, 413 and 429 carry \
-code 0.\n\n\
+scheme, 0 any other token failure (all 401); -201 unsupported content type, -202 the \
+input could not be parsed, -203 a validation rule failed, -204 a malformed path \
+parameter (all 400); -301 no healthy instance of the backend, -302 the instance's \
+circuit breaker is open (both 503). A 403 from the gateway (account kind not \
+allowed, another user's uuid, a blocked client), a 408 (the backend's deadline \
+passed), 404, 405, 413 and 429 carry code 0.\n\n\
 Order of checks: 401 before 403 before 400. Input fields that are absent bind as \
 their zero value (0, \"\", false, null) and are then validated, so a field listed as \
 required is one whose zero value fails its rules. Unknown fields are ignored.";
@@ -161,7 +161,7 @@ fn gateway_paths() -> Vec<(&'static str, Value)> {
                 "responses": {
                     "200": {
                         "description": summary,
-                        "headers": { "X-Request-Id": { "$ref": "#/components/headers/X-Request-Id" } },
+                        "headers": request_id_header(),
                         "content": { media: { "schema": schema } },
                     },
                 },
@@ -206,7 +206,11 @@ fn tags() -> Value {
         .map(|service| {
             json!({
                 "name": service.as_str(),
-                "description": format!("Served by the {} backend ({}).", service.as_str(), service.consul_name()),
+                "description": format!(
+                    "Served by the {} backend ({}).",
+                    service.as_str(),
+                    service.consul_name()
+                ),
             })
         })
         .collect();
@@ -404,7 +408,7 @@ fn request_body(source: Source, input: &Schema) -> Value {
 }
 
 fn responses(endpoint: &Endpoint, has_body: bool, cached: bool) -> Value {
-    let mut headers = json!({ "X-Request-Id": { "$ref": "#/components/headers/X-Request-Id" } });
+    let mut headers = json!(request_id_header());
     if cached {
         headers["X-Cache"] = json!({ "$ref": "#/components/headers/X-Cache" });
         headers["Age"] = json!({
@@ -417,7 +421,7 @@ fn responses(endpoint: &Endpoint, has_body: bool, cached: bool) -> Value {
             "description": "Success: the backend's 2xx status (200, or 201 for a creation) with \
                 the envelope and this endpoint's data fields.",
             "headers": headers,
-            "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Envelope" } } },
+            "content": envelope_content(),
         },
     });
     let mut refer = |status: &str, name: &str| {
@@ -439,6 +443,16 @@ fn responses(endpoint: &Endpoint, has_body: bool, cached: bool) -> Value {
     refer("503", "ServiceUnavailable");
     refer("default", "Relayed");
     responses
+}
+
+/// The `X-Request-Id` header every answer carries.
+fn request_id_header() -> Value {
+    json!({ "X-Request-Id": { "$ref": "#/components/headers/X-Request-Id" } })
+}
+
+/// A JSON body that is the envelope.
+fn envelope_content() -> Value {
+    json!({ "application/json": { "schema": { "$ref": "#/components/schemas/Envelope" } } })
 }
 
 /// `{status, code, message}`; a success's data fields sit next to them.
@@ -469,7 +483,7 @@ fn error_responses() -> Value {
         }
         json!({
             "description": description,
-            "headers": { "X-Request-Id": { "$ref": "#/components/headers/X-Request-Id" } },
+            "headers": request_id_header(),
             "content": {
                 "application/json": {
                     "schema": {
@@ -527,8 +541,8 @@ fn error_responses() -> Value {
             "description": "Any other status: the backend's own in-band answer, relayed as \
                 {status, code, message}; 500 or 502 when the call failed inside the gateway \
                 or the backend's status was not an HTTP status.",
-            "headers": { "X-Request-Id": { "$ref": "#/components/headers/X-Request-Id" } },
-            "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Envelope" } } },
+            "headers": request_id_header(),
+            "content": envelope_content(),
         },
     })
 }

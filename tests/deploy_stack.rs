@@ -242,7 +242,7 @@ fn the_stack_runs_the_documented_services() {
     let names: BTreeSet<&str> = stack.services().keys().map(String::as_str).collect();
     assert_eq!(
         names,
-        BTreeSet::from(["consul", "gateway", "jaeger", "redis", "reference"])
+        BTreeSet::from(["consul", "edge", "gateway", "jaeger", "redis", "reference"])
     );
     let gateway = &stack.service("gateway")["deploy"];
     assert_eq!(gateway["replicas"], 2);
@@ -379,7 +379,8 @@ fn ports_and_probes_use_the_configured_listen_address() {
         listen.ip().is_unspecified(),
         "the gateway must listen on every interface of its container, not {listen}"
     );
-    assert_eq!(stack.target_ports("gateway"), [listen.port()]);
+    // Clients reach the gateway through the edge only.
+    assert_eq!(stack.target_ports("gateway"), [0u16; 0]);
 
     let probe = strings(&stack.service("gateway")["healthcheck"]["test"]);
     assert_eq!(probe.first().map(String::as_str), Some("CMD"));
@@ -687,4 +688,77 @@ fn the_consul_task_renders_the_watches_with_the_secret_token() {
         assert!(!output.status.success(), "token {bad:?} accepted");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The edge publishes the entry port in host mode (the client's address survives),
+/// forwards to the gateway's `listen` port with the client address in the header the
+/// guard reads, and the guard trusts that header from the stack's network only.
+#[test]
+fn the_edge_forwards_the_client_address_that_the_guard_trusts() {
+    let stack = Stack::load();
+    let config = gateway_config(&stack);
+    let edge = stack.service("edge");
+    assert_eq!(edge["deploy"]["mode"], "global");
+    let ports = edge["ports"].as_array().expect("edge ports");
+    assert_eq!(ports.len(), 1);
+    assert_eq!(
+        ports[0]["mode"], "host",
+        "the routing mesh would hide the client"
+    );
+    let entry = ports[0]["target"].as_u64().expect("target");
+
+    let (_, target) = stack
+        .mounts("edge", "configs")
+        .into_iter()
+        .find(|(source, _)| source == "edge_nginx")
+        .expect("edge_nginx mounted");
+    assert_eq!(target, "/etc/nginx/nginx.conf");
+    assert_eq!(
+        stack.root["configs"]["edge_nginx"]["file"],
+        "./edge/nginx.conf"
+    );
+    let nginx: Vec<String> = read("edge/nginx.conf")
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or_default().trim().to_owned())
+        .filter(|line| !line.is_empty())
+        .collect();
+    let has = |directive: &str| nginx.iter().any(|line| line == directive);
+    assert!(has(&format!("listen {entry};")), "{nginx:#?}");
+    assert!(has(&format!(
+        "set $gateway http://gateway:{};",
+        config.listen.port()
+    )));
+    assert!(has("proxy_pass $gateway;"));
+    assert!(has("proxy_set_header X-Forwarded-For $remote_addr;"));
+    // The gateway's body limit (and its 413 envelope) applies, not nginx's 1 MiB.
+    assert!(has("client_max_body_size 0;"));
+    // Metrics and the Consul webhook are for the stack's network only.
+    assert!(has("location = /metrics {"));
+    assert!(has("location /events/ {"));
+
+    use sms_gateway::guard::config::ForwardedHeader;
+    assert_eq!(
+        config.guard.forwarded_header,
+        ForwardedHeader::XForwardedFor
+    );
+    let subnets: Vec<String> = stack.root["networks"]["sms"]["ipam"]["config"]
+        .as_array()
+        .expect("the sms network has a pinned subnet")
+        .iter()
+        .map(|c| c["subnet"].as_str().expect("subnet").to_owned())
+        .collect();
+    let trusted: Vec<String> = config
+        .guard
+        .trusted_proxies
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        trusted, subnets,
+        "guard.trusted_proxies must be the stack's network"
+    );
+    assert_ne!(
+        stack.root["networks"]["sms"]["attachable"], true,
+        "a trusted network must not let other containers join"
+    );
 }

@@ -53,13 +53,31 @@ async fn a_flooding_ip_gets_429_then_403_while_others_and_ping_pass() {
         .local_address(IpAddr::from([127, 0, 0, 2]))
         .build()
         .expect("client");
-    let response = other.get(gw.url(&path)).bearer_auth(gw.token(STUDENT)).send().await.expect("response");
+    let response = other
+        .get(gw.url(&path))
+        .bearer_auth(gw.token(STUDENT))
+        .send()
+        .await
+        .expect("response");
     let status = response.status();
     assert_eq!(status, 200, "{}", response.text().await.unwrap_or_default());
     // (The flooding address is blocked from /metrics too: scrape from the other one.)
-    let metrics = other.get(gw.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
-    assert!(metrics.contains(r#"sms_gateway_rejections_total{kind="ip_limited",service=""} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"sms_gateway_rejections_total{kind="ip_blocked",service=""} 2"#), "{metrics}");
+    let metrics = other
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"sms_gateway_rejections_total{kind="ip_limited",service=""} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"sms_gateway_rejections_total{kind="ip_blocked",service=""} 2"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -95,10 +113,21 @@ async fn a_service_at_its_ceiling_answers_429_without_calling_the_backend() {
     assert!(headers.contains_key("retry-after"));
     assert!(headers.contains_key("ratelimit"), "{headers:?}");
     assert!(headers.contains_key("ratelimit-policy"), "{headers:?}");
-    assert_eq!(gw.shared.metadata.all().len(), calls_before + 2, "refused requests never reach the backend");
+    assert_eq!(
+        gw.shared.metadata.all().len(),
+        calls_before + 2,
+        "refused requests never reach the backend"
+    );
     // Other services keep answering.
     for _ in 0..5 {
-        let (status, _) = gw.call(Method::GET, &format!("/v1/students/uuid/{STUDENT}"), STUDENT, None).await;
+        let (status, _) = gw
+            .call(
+                Method::GET,
+                &format!("/v1/students/uuid/{STUDENT}"),
+                STUDENT,
+                None,
+            )
+            .await;
         assert_eq!(status, 200);
     }
 }

@@ -40,3 +40,20 @@ async fn student_login_mints_a_token() {
     assert_eq!(status, 200, "{body}");
     assert_envelope(status, &body);
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_served() {
+    let gw = Gateway::start().await;
+    let (status, body) = gw.call(Method::GET, "/openapi.json", "", None).await;
+    assert_eq!(status, 200);
+    assert!(
+        body["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "{body}"
+    );
+    assert!(body["paths"]["/v1/login/student"]["post"].is_object());
+    let (status, body) = gw.call(Method::POST, "/openapi.json", "", None).await;
+    assert_eq!(status, 405);
+    assert_envelope(status, &body);
+}

@@ -353,7 +353,10 @@ fn input_schemas_accept_what_the_gateway_accepts() {
         ],
     );
 
-    let announcement = json!({ "type": "school", "title": "공지", "content": "내용", "target_grade": 0, "target_group": 0 });
+    let announcement = json!({
+        "type": "school", "title": "공지", "content": "내용",
+        "target_grade": 0, "target_group": 0,
+    });
     agrees::<announcement::CreateInput>(
         "CreateInput",
         &[

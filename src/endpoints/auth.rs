@@ -726,7 +726,7 @@ impl Adapter for GetStudent {
 #[validate(schema(function = "student_filter_set"))]
 #[schemars(
     extend("minProperties" = 1),
-    description = "At least one filter must be given with a non-zero, non-empty value (400 / -203 otherwise)."
+    description = "At least one filter must be non-zero or non-empty (400 / -203 otherwise)."
 )]
 pub struct StudentUuidsInput {
     grade: u32,
@@ -989,7 +989,7 @@ impl Adapter for GetTeacher {
 #[validate(schema(function = "teacher_filter_set"))]
 #[schemars(
     extend("minProperties" = 1),
-    description = "At least one filter must be given with a non-zero, non-empty value (400 / -203 otherwise)."
+    description = "At least one filter must be non-zero or non-empty (400 / -203 otherwise)."
 )]
 pub struct TeacherUuidsInput {
     grade: u32,
@@ -1100,7 +1100,7 @@ impl Adapter for GetParent {
 #[validate(schema(function = "parent_filter_set"))]
 #[schemars(
     extend("minProperties" = 1),
-    description = "At least one filter must be given with a non-zero, non-empty value (400 / -203 otherwise)."
+    description = "At least one filter must be non-zero or non-empty (400 / -203 otherwise)."
 )]
 pub struct ParentUuidsInput {
     name: String,

@@ -228,7 +228,12 @@ pub mod schema {
     use serde_json::{Value, json};
 
     /// Code points of [`super::hangul`] as an ECMA-262 character class.
-    pub const HANGUL_PATTERN: &str = "^[\\u1100-\\u11FF\\u3130-\\u318F\\uA960-\\uA97F\\uAC00-\\uD7AF\\uD7B0-\\uD7FF\\uFFA0-\\uFFDC\\u302E-\\u302F\\u3200-\\u321E\\u3260-\\u327E]*$";
+    pub const HANGUL_PATTERN: &str = concat!(
+        "^[",
+        "\\u1100-\\u11FF\\u3130-\\u318F\\uA960-\\uA97F\\uAC00-\\uD7AF\\uD7B0-\\uD7FF",
+        "\\uFFA0-\\uFFDC\\u302E-\\u302F\\u3200-\\u321E\\u3260-\\u327E",
+        "]*$"
+    );
     /// [`super::phone`]: empty, or `010` and 8 digits (prefix only).
     pub const PHONE_PATTERN: &str = "^$|^010[0-9]{8}";
     /// [`super::date`]: empty, or contains `DDDD-DD-DD`.

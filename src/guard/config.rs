@@ -352,7 +352,7 @@ mod tests {
         assert_eq!(config.ip.block, Duration::from_secs(60));
         assert_eq!(config.ip.ipv6_prefix, 64);
         assert_eq!(config.ip.max_tracked.get(), 1_000_000);
-        assert_eq!(config.services.per_second.get(), 1000);
+        assert_eq!(config.services.per_second.get(), 5000);
         assert_eq!(config.services.burst.get(), 1000);
         assert_eq!(config.cluster.timeout, Duration::from_millis(50));
         assert_eq!(config.cluster.pause_after_failure, Duration::from_secs(1));
