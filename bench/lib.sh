@@ -44,8 +44,13 @@ forget_pid() {
 }
 
 cleanup() {
-  local pid
+  local status=$? pid log
   for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+  if [ "$status" -ne 0 ]; then
+    for log in "$WORK"/*.log; do
+      [ -s "$log" ] && { echo "--- last lines of $(basename "$log"):" >&2; tail -5 "$log" >&2; }
+    done
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -67,9 +72,11 @@ free_base() {
   return 1
 }
 
+# Waits until 127.0.0.1:$1 accepts connections; gives up early when process $2 exits.
 wait_tcp() {
   for _ in $(seq 200); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    [ -n "${2:-}" ] && ! kill -0 "$2" 2>/dev/null && break
     sleep 0.05
   done
   echo "nothing listens on 127.0.0.1:$1" >&2
@@ -89,12 +96,19 @@ rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 
 SVC_PID="" SVC_BASE="" GW_PID="" GW_PORT="" REDIS_PID="" REDIS_PORT=""
 
+# Another process may take a free port between the check and the bind: try again
+# elsewhere.
 start_services() {
-  SVC_BASE=$(free_base 5)
-  "$BIN" services --listen-base "$SVC_BASE" >>"$WORK/services.log" 2>&1 &
-  SVC_PID=$!
-  PIDS+=("$SVC_PID")
-  wait_tcp $((SVC_BASE + 2))
+  for _ in 1 2 3; do
+    SVC_BASE=$(free_base 5)
+    "$BIN" services --listen-base "$SVC_BASE" >>"$WORK/services.log" 2>&1 &
+    SVC_PID=$!
+    PIDS+=("$SVC_PID")
+    wait_tcp $((SVC_BASE + 2)) "$SVC_PID" && return 0
+    stop_services
+    log "the reference services did not start on ports $SVC_BASE.. (trying others)"
+  done
+  return 1
 }
 
 stop_services() {
@@ -157,13 +171,21 @@ start_gateway() {
   local config=$1 tries=200
   shift
   [ $# -gt 0 ] && tries=1200
-  "$@" "$BIN" serve --config "$config" >>"$WORK/gateway.log" 2>&1 &
-  GW_PID=$!
-  PIDS+=("$GW_PID")
-  for _ in $(seq "$tries"); do
-    curl -sf "http://127.0.0.1:$GW_PORT/ping" >/dev/null 2>&1 && return 0
-    kill -0 "$GW_PID" 2>/dev/null || break
-    sleep 0.05
+  for _ in 1 2 3; do
+    "$@" "$BIN" serve --config "$config" >>"$WORK/gateway.log" 2>&1 &
+    GW_PID=$!
+    PIDS+=("$GW_PID")
+    for _ in $(seq "$tries"); do
+      curl -sf "http://127.0.0.1:$GW_PORT/ping" >/dev/null 2>&1 && return 0
+      kill -0 "$GW_PID" 2>/dev/null || break
+      sleep 0.05
+    done
+    kill -0 "$GW_PID" 2>/dev/null && break # alive but not answering: give up
+    # It exited, most likely because its port was taken meanwhile: move it.
+    forget_pid "$GW_PID"
+    GW_PORT=$(free_base 1)
+    sed -i "s/^listen = .*/listen = \"127.0.0.1:$GW_PORT\"/" "$config"
+    log "the gateway did not start (trying port $GW_PORT)"
   done
   echo "the gateway did not start; its log:" >&2
   tail -20 "$WORK/gateway.log" >&2
@@ -185,7 +207,7 @@ start_redis() {
     >"$WORK/redis.log" 2>&1 &
   REDIS_PID=$!
   PIDS+=("$REDIS_PID")
-  wait_tcp "$REDIS_PORT"
+  wait_tcp "$REDIS_PORT" "$REDIS_PID"
 }
 
 READ_PATH=/v1/outings/uuid/outing-000000000002 # reference::outing::APPROVED_OUTING

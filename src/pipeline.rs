@@ -18,11 +18,12 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::uri::PathAndQuery;
 use tower_http::request_id::RequestId;
+use tracing::Instrument;
 use validator::Validate;
 
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::cache::{self, Entry, Outcome, Role, Values, X_CACHE, XCache};
+use crate::cache::{self, Cache, Entry, Outcome, Plan, ReadCache, Role, Values, X_CACHE, XCache};
 use crate::endpoints::{Adapter, Call, Endpoint, Idempotency, InBand, PathParams, Rpc, Success};
 use crate::http::error::json_content_type;
 use crate::http::{GatewayError, input};
@@ -99,7 +100,17 @@ impl<A: Adapter> Handler for Typed<A> {
             let input = bind::<A::Input>(endpoint, request, state.body_limit).await?;
             // 4. the per-service rate limit (429): refused before the cache and the backend.
             record::update(|r| r.service = Some(endpoint.service.as_str()));
-            if let Err(limited) = state.guard.services().check(endpoint.service).await {
+            let limit =
+                state
+                    .guard
+                    .services()
+                    .check(endpoint.service)
+                    .instrument(tracing::debug_span!(
+                        "rate_limit",
+                        otel.name = "rate limit",
+                        service = endpoint.service.as_str()
+                    ));
+            if let Err(limited) = limit.await {
                 return Ok(limited.into_response());
             }
             let call = Call {
@@ -155,23 +166,64 @@ where
     let Some(read) = &endpoint.cache else {
         let outcome = upstream.await;
         if !endpoint.invalidates.is_empty() && cache::may_have_changed(&outcome) {
-            cache.invalidate(&endpoint.invalidates, values).await;
+            cache
+                .invalidate(&endpoint.invalidates, values)
+                .instrument(tracing::debug_span!(
+                    "cache.invalidate",
+                    otel.name = "cache invalidate",
+                    endpoint = endpoint.id
+                ))
+                .await;
         }
         return respond(outcome, None);
     };
-    let lookup = match cache.plan(endpoint.id, read, values) {
-        Some(plan) => cache.lookup(&plan).await.ok().map(|found| (plan, found)),
-        None => None,
-    };
-    let Some((plan, found)) = lookup else {
-        let outcome = upstream.await;
-        if matches!(&outcome, Ok(entry) if entry.status == read.status) {
-            // The backend read happened: its side effects still invalidate (the store
-            // applies them once it works again).
-            cache.invalidate(&read.on_miss, values).await;
-        }
-        note(cache, XCache::Bypass, Role::Leader);
-        return respond(outcome, Some(XCache::Bypass));
+    match cache.plan(endpoint.id, read, values) {
+        // The cached path's future (store round trips, single flight) is tens of KB:
+        // boxed, so requests that skip the cache neither carry nor copy it.
+        Some(plan) => Box::pin(cached_read(state, endpoint, read, plan, values, upstream)).await,
+        None => bypass(cache, read, values, upstream).await,
+    }
+}
+
+/// A read that cannot use the cache (cache off, or no key): straight to the backend.
+async fn bypass<F>(cache: &Cache, read: &ReadCache, values: &Values<'_>, upstream: F) -> Response
+where
+    F: Future<Output = Outcome>,
+{
+    let outcome = upstream.await;
+    if matches!(&outcome, Ok(entry) if entry.status == read.status) {
+        // The backend read happened: its side effects still invalidate (the store
+        // applies them once it works again).
+        cache.invalidate(&read.on_miss, values).await;
+    }
+    note(cache, XCache::Bypass, Role::Leader);
+    respond(outcome, Some(XCache::Bypass))
+}
+
+/// Lookup, then hit, stale or a coalesced backend call with fill.
+async fn cached_read<F>(
+    state: &AppState,
+    endpoint: &Endpoint,
+    read: &ReadCache,
+    plan: Plan,
+    values: &Values<'_>,
+    upstream: F,
+) -> Response
+where
+    F: Future<Output = Outcome>,
+{
+    let cache = &state.cache;
+    let lookup = cache
+        .lookup(&plan)
+        .instrument(tracing::debug_span!(
+            "cache.lookup",
+            otel.name = "cache lookup",
+            endpoint = endpoint.id
+        ))
+        .await
+        .ok();
+    let Some(found) = lookup else {
+        return bypass(cache, read, values, upstream).await;
     };
     let now = cache::store::now_ms();
     let mut stale = None;
@@ -191,7 +243,14 @@ where
         if let Ok(entry) = &outcome
             && entry.status == read.status
         {
-            cache.fill(&slot, entry, plan.settings.keep()).await;
+            cache
+                .fill(&slot, entry, plan.settings.keep())
+                .instrument(tracing::debug_span!(
+                    "cache.fill",
+                    otel.name = "cache fill",
+                    endpoint = endpoint.id
+                ))
+                .await;
             // Decision 13: a read that changes state invalidates what it changed; only
             // a miss reaches the backend, so a hit changes nothing.
             cache.invalidate(&read.on_miss, values).await;
