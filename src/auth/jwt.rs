@@ -50,6 +50,11 @@ impl Default for TokenLifetimes {
     }
 }
 
+/// How many verified tokens are remembered.
+const VERIFIED_CAPACITY: u64 = 50_000;
+/// Longer tokens are verified every time rather than remembered.
+const MAX_CACHED_TOKEN: usize = 2048;
+
 /// The claims the gateway issues and reads.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
@@ -66,6 +71,11 @@ pub struct JwtKeys {
     algorithm: Algorithm,
     validation: Validation,
     lifetimes: TokenLifetimes,
+    /// Tokens that verified recently, with their `exp`: a client sends the same token on
+    /// every call, and the HMAC check was the largest single cost of a request. Only
+    /// successes are kept, the expiry is re-checked on every hit, and entries live at
+    /// most a minute.
+    verified: moka::sync::Cache<String, (Principal, u64)>,
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -96,6 +106,10 @@ impl JwtKeys {
             algorithm,
             validation,
             lifetimes,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_CAPACITY)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
         }
     }
 
@@ -137,8 +151,21 @@ impl JwtKeys {
 
     /// Verifies a bare token.
     pub fn verify(&self, token: &str) -> Result<Principal, GatewayError> {
+        if let Some((principal, exp)) = self.verified.get(token)
+            && exp + self.validation.leeway >= unix_now()
+        {
+            return Ok(principal);
+        }
         match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
-            Ok(data) => Ok(Principal::from_uuid(data.claims.uuid)),
+            Ok(data) => {
+                let principal = Principal::from_uuid(data.claims.uuid);
+                // Bounded: an attacker minting many valid tokens would need the secret.
+                if token.len() <= MAX_CACHED_TOKEN {
+                    self.verified
+                        .insert(token.to_owned(), (principal.clone(), data.claims.exp));
+                }
+                Ok(principal)
+            }
             Err(err) => Err(self.map_error(token, err.into_kind())),
         }
     }
@@ -321,6 +348,44 @@ mod tests {
         assert_eq!(code_of(keys.authenticate(Some(b"\xff\xfe"))), -102);
         assert_eq!(code_of(keys.authenticate(Some(b"Basic abc"))), -106);
         assert_eq!(code_of(keys.authenticate(Some(b"bearer abc"))), -106);
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires() {
+        let keys = JwtKeys::new(
+            SECRET,
+            JwtAlgorithm::HS512,
+            Duration::ZERO,
+            TokenLifetimes::default(),
+        );
+        let token = keys
+            .issue_with_expiry("student-000000000001", unix_now() + 3600)
+            .expect("issue");
+        assert!(keys.verify(&token).is_ok());
+        assert!(keys.verify(&token).is_ok(), "served from the verified set");
+        // Forge the remembered expiry into the past: the hit must re-check it.
+        keys.verified.insert(
+            token.clone(),
+            (
+                Principal::from_uuid("student-000000000001".into()),
+                unix_now() - 10,
+            ),
+        );
+        assert!(
+            keys.verify(&token).is_ok(),
+            "re-verified, still valid by its real exp"
+        );
+        let expired = keys
+            .issue_with_expiry("student-000000000001", unix_now() - 10)
+            .expect("issue");
+        keys.verified.insert(
+            expired.clone(),
+            (
+                Principal::from_uuid("student-000000000001".into()),
+                unix_now() - 10,
+            ),
+        );
+        assert_eq!(code_of(keys.verify(&expired)), -104);
     }
 
     #[test]
