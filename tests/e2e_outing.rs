@@ -10,54 +10,9 @@ use sms_gateway::reference::outing::{
     APPROVED_OUTING, AWAITING_PARENT_CODE, AWAITING_PARENT_OUTING, FINISHED_OUTING, SEED_DAY,
     STUDENT2_CODE, STUDENT2_OUTING,
 };
+use support::cases::{case, run, with_body};
 use support::seed::{ADMIN_UUID, PARENT_UUID, STUDENT_UUID, STUDENT2_UUID, TEACHER_UUID};
 use support::{Gateway, assert_envelope};
-
-/// One request and the status and code it must get.
-struct Case {
-    method: Method,
-    path: String,
-    caller: &'static str,
-    body: Option<Value>,
-    status: u16,
-    code: i64,
-}
-
-fn case(
-    method: Method,
-    path: impl Into<String>,
-    caller: &'static str,
-    status: u16,
-    code: i64,
-) -> Case {
-    Case {
-        method,
-        path: path.into(),
-        caller,
-        body: None,
-        status,
-        code,
-    }
-}
-
-fn with_body(mut case: Case, body: Value) -> Case {
-    case.body = Some(body);
-    case
-}
-
-/// Runs every case on `gw`; returns the bodies in order.
-async fn run(gw: &Gateway, cases: Vec<Case>) -> Vec<Value> {
-    let mut bodies = Vec::with_capacity(cases.len());
-    for c in cases {
-        let (status, body) = gw.call(c.method.clone(), &c.path, c.caller, c.body).await;
-        let what = format!("{} {} as {:?}", c.method, c.path, c.caller);
-        assert_eq!(status, c.status, "{what}: {body}");
-        assert_envelope(status, &body);
-        assert_eq!(body["code"], c.code, "{what}: {body}");
-        bodies.push(body);
-    }
-    bodies
-}
 
 fn outing(id: &str) -> String {
     format!("/v1/outings/uuid/{id}")

@@ -7,6 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sms_gateway::reference::announcement::SEEDED;
 use sms_gateway::reference::schedule::{SEED_SCHEDULE_UUID, SEEDED_THIS_MONTH, current_month};
+use support::cases::{case, run, with_body};
 use support::{Gateway, assert_envelope, seed};
 
 const STUDENT: &str = seed::STUDENT_UUID;
@@ -14,49 +15,6 @@ const STUDENT2: &str = seed::STUDENT2_UUID;
 const TEACHER: &str = seed::TEACHER_UUID;
 const PARENT: &str = seed::PARENT_UUID;
 const ADMIN: &str = seed::ADMIN_UUID;
-
-/// One request and the status and code it must get.
-struct Case {
-    method: Method,
-    path: String,
-    caller: &'static str,
-    body: Option<Value>,
-    status: u16,
-    code: i64,
-}
-
-fn case(
-    method: Method,
-    path: impl Into<String>,
-    caller: &'static str,
-    status: u16,
-    code: i64,
-) -> Case {
-    Case {
-        method,
-        path: path.into(),
-        caller,
-        body: None,
-        status,
-        code,
-    }
-}
-
-fn with_body(mut case: Case, body: Value) -> Case {
-    case.body = Some(body);
-    case
-}
-
-/// Runs every case, checking status, envelope and code.
-async fn run(gw: &Gateway, cases: Vec<Case>) {
-    for c in cases {
-        let (status, body) = gw.call(c.method.clone(), &c.path, c.caller, c.body).await;
-        let what = format!("{} {} as {:?}", c.method, c.path, c.caller);
-        assert_eq!(status, c.status, "{what}: {body}");
-        assert_envelope(status, &body);
-        assert_eq!(body["code"], c.code, "{what}: {body}");
-    }
-}
 
 /// Sends one request that must answer `status`; returns the body.
 async fn expect(

@@ -2,6 +2,7 @@
 //! loopback port, talking real gRPC and real HTTP.
 #![allow(dead_code)]
 
+pub mod cases;
 pub mod consul;
 pub mod proxy;
 
