@@ -339,13 +339,9 @@ async fn run(
     };
     let params = path_params(&mut parts).await?;
     // 2. authorize (403), before anything of the input is read
-    endpoint.access.authorize(principal.as_ref(), |name| {
-        params
-            .0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    })?;
+    endpoint
+        .access
+        .authorize(principal.as_ref(), |name| params.find(name))?;
     // 3. path parameters (400 / -204)
     for (name, rule) in endpoint.params {
         rule.check(name, params.get(name))?;

@@ -115,10 +115,15 @@ pub struct PathParams(pub Vec<(String, String)>);
 impl PathParams {
     /// The value of `name`, or `""`.
     pub fn get(&self, name: &str) -> &str {
+        self.find(name).unwrap_or("")
+    }
+
+    /// The value of `name`, if the route has it.
+    pub fn find(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k == name)
-            .map_or("", |(_, v)| v.as_str())
+            .map(|(_, v)| v.as_str())
     }
 }
 

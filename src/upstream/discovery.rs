@@ -164,9 +164,6 @@ impl Watch {
                 () = self.trigger.notified() => self.client.health(&self.name, None, self.settings.wait).await,
             };
             self.stats.update(self.service, |s| s.queries += 1);
-            let labels = ServiceLabels {
-                service: self.service.as_str(),
-            };
             match result {
                 Ok(health) => {
                     backoff.reset();
@@ -178,13 +175,20 @@ impl Watch {
                     self.upstreams
                         .metrics()
                         .consul_errors
-                        .get_or_create(&labels)
+                        .get_or_create(&self.labels())
                         .inc();
                     let pause = backoff.next_pause();
                     tracing::warn!(service = %self.service, consul_name = %self.name, error = %err, retry_in_ms = pause.as_millis() as u64, "consul watch failed; keeping the last good instance list");
                     tokio::time::sleep(pause).await;
                 }
             }
+        }
+    }
+
+    /// This service's metric labels.
+    fn labels(&self) -> ServiceLabels {
+        ServiceLabels {
+            service: self.service.as_str(),
         }
     }
 
@@ -204,9 +208,7 @@ impl Watch {
                     }
                 });
                 let metrics = self.upstreams.metrics();
-                let labels = ServiceLabels {
-                    service: self.service.as_str(),
-                };
+                let labels = self.labels();
                 metrics
                     .instances
                     .get_or_create(&labels)
