@@ -37,6 +37,7 @@ use crate::http::request_id::{MakeUuid, X_REQUEST_ID};
 use crate::telemetry::metrics::{CacheLabels, RejectionLabels};
 use crate::telemetry::record::{self, RecordCell, RequestRecord};
 use crate::telemetry::{Metrics, propagation};
+use crate::upstream::broadcast::{self, BroadcastSettings};
 use crate::upstream::call::ServiceSettings;
 use crate::upstream::consul::ConsulClient;
 use crate::upstream::discovery::{ConsulDiscovery, Discovery, StaticDiscovery, WatchSettings};
@@ -160,11 +161,23 @@ pub fn build(config: &Config) -> Result<Gateway, BuildError> {
             let watch = WatchSettings {
                 wait: config.consul.wait,
                 min_interval: config.consul.min_interval,
+                backoff_base: config.consul.backoff_base,
                 max_backoff: config.consul.max_backoff,
+                probe_interval: config.consul.probe_interval,
             };
             let (discovery, tasks) =
                 ConsulDiscovery::start(client, upstreams.clone(), names, watch);
             background.extend(tasks);
+            if config.consul.broadcast {
+                background.push(broadcast::start(
+                    upstreams.clone(),
+                    discovery.changes.clone(),
+                    BroadcastSettings {
+                        delay: config.consul.broadcast_delay,
+                        concurrency: config.consul.broadcast_concurrency,
+                    },
+                ));
+            }
             discovery
         }
     };

@@ -143,6 +143,25 @@ pub struct ConsulConfig {
     /// Mark an instance critical in Consul while its breaker is open. Default true.
     #[serde(default = "defaults::yes")]
     pub flip_health: bool,
+    /// First back-off pause ceiling after a failed query; it doubles per failure up to
+    /// `max_backoff`. Default 100ms.
+    #[serde(default = "defaults::consul_backoff_base", with = "humantime_serde")]
+    pub backoff_base: Duration,
+    /// While Consul is unreachable, how often a cheap probe (`GET /v1/status/leader`)
+    /// checks whether it is back; a success ends every watcher's back-off. Default 500ms.
+    #[serde(default = "defaults::consul_probe_interval", with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// Tell every passing instance of every service `ChangeAllServiceNodes` when a node
+    /// list changes and once after start-up (spec §4.6 step 5). Default true.
+    #[serde(default = "defaults::yes")]
+    pub broadcast: bool,
+    /// Quiet time after the last change before the broadcast goes out (changes within
+    /// it are coalesced into one broadcast). Default 200ms.
+    #[serde(default = "defaults::consul_broadcast_delay", with = "humantime_serde")]
+    pub broadcast_delay: Duration,
+    /// Most broadcast calls in flight at once. Default 16.
+    #[serde(default = "defaults::consul_broadcast_concurrency")]
+    pub broadcast_concurrency: usize,
 }
 
 impl std::fmt::Debug for ConsulConfig {
@@ -169,6 +188,11 @@ impl Default for ConsulConfig {
             max_backoff: defaults::consul_max_backoff(),
             webhook_token: None,
             flip_health: true,
+            backoff_base: defaults::consul_backoff_base(),
+            probe_interval: defaults::consul_probe_interval(),
+            broadcast: true,
+            broadcast_delay: defaults::consul_broadcast_delay(),
+            broadcast_concurrency: defaults::consul_broadcast_concurrency(),
         }
     }
 }
@@ -383,6 +407,18 @@ mod defaults {
     pub fn consul_max_backoff() -> Duration {
         Duration::from_secs(30)
     }
+    pub fn consul_backoff_base() -> Duration {
+        Duration::from_millis(100)
+    }
+    pub fn consul_probe_interval() -> Duration {
+        Duration::from_millis(500)
+    }
+    pub fn consul_broadcast_delay() -> Duration {
+        Duration::from_millis(200)
+    }
+    pub fn consul_broadcast_concurrency() -> usize {
+        16
+    }
     pub fn yes() -> bool {
         true
     }
@@ -554,6 +590,21 @@ impl Config {
             return Err(invalid(
                 "consul.token",
                 "set either consul.token or consul.token_file, not both",
+            ));
+        }
+        if consul.backoff_base.is_zero() || consul.backoff_base > consul.max_backoff {
+            return Err(invalid(
+                "consul.backoff_base",
+                "must be greater than 0 and at most consul.max_backoff",
+            ));
+        }
+        if consul.probe_interval.is_zero() {
+            return Err(invalid("consul.probe_interval", "must be greater than 0"));
+        }
+        if consul.broadcast_concurrency == 0 {
+            return Err(invalid(
+                "consul.broadcast_concurrency",
+                "must be at least 1",
             ));
         }
         if consul.webhook_token.as_ref().is_some_and(|t| t.len() < 16) {

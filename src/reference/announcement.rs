@@ -585,16 +585,21 @@ impl AnnouncementService for Announcements {
     }
 }
 
-/// The node-change broadcast: nothing to refresh here.
-#[derive(Debug, Clone, Copy)]
-struct Events;
+/// The node-change broadcast: no peers to reload here, the call is counted.
+#[derive(Debug, Clone)]
+struct Events {
+    shared: Shared,
+}
 
 #[tonic::async_trait]
 impl AnnouncementEvent for Events {
     async fn change_all_service_nodes(
         &self,
-        _request: Request<pb::Empty>,
+        request: Request<pb::Empty>,
     ) -> Result<Response<pb::Empty>, Status> {
+        self.shared
+            .events
+            .record(crate::upstream::Service::Announcement, &self.shared.metadata, &request);
         Ok(Response::new(pb::Empty {}))
     }
 }
@@ -606,7 +611,9 @@ pub fn routes(shared: &Shared) -> Routes {
         board: Arc::new(RwLock::new(Board::seeded(&shared.directory))),
     };
     Routes::new(AnnouncementServiceServer::new(service))
-        .add_service(AnnouncementEventServer::new(Events))
+        .add_service(AnnouncementEventServer::new(Events {
+            shared: shared.clone(),
+        }))
 }
 
 #[cfg(test)]

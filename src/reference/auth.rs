@@ -1122,8 +1122,10 @@ impl AuthEvent for AuthService {
         &self,
         request: Request<pb_event::Empty>,
     ) -> Result<Response<pb_event::Empty>, Status> {
-        // Recorded for propagation checks; the reply carries no status to fail with.
-        let _ = metadata::check(&self.shared.metadata, &request);
+        // Recorded and counted; the reply carries no status to fail with.
+        self.shared
+            .events
+            .record(crate::upstream::Service::Auth, &self.shared.metadata, &request);
         Ok(Response::new(pb_event::Empty {}))
     }
 }

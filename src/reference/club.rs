@@ -1119,7 +1119,9 @@ impl club_event_server::ClubEvent for ClubService {
         request: Request<pb_event::Empty>,
     ) -> Result<Response<pb_event::Empty>, Status> {
         // `Empty` has no in-band fields to answer 407 with: the call is recorded only.
-        let _ = metadata::check(&self.shared.metadata, &request);
+        self.shared
+            .events
+            .record(crate::upstream::Service::Club, &self.shared.metadata, &request);
         Ok(Response::new(pb_event::Empty {}))
     }
 }

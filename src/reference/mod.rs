@@ -10,8 +10,10 @@ pub mod announcement;
 pub mod auth;
 pub mod club;
 pub mod directory;
+pub mod events;
 pub mod metadata;
 pub mod outing;
+pub mod paths;
 pub mod registration;
 pub mod schedule;
 pub mod seed;
@@ -28,6 +30,7 @@ use tonic::service::Routes;
 use crate::upstream::Service;
 
 pub use directory::Directory;
+pub use events::EventLog;
 pub use metadata::{MetadataLog, SeenMetadata};
 
 /// Knobs the tests and benchmarks turn.
@@ -43,6 +46,8 @@ pub struct Shared {
     pub directory: Arc<Directory>,
     /// The metadata of every call received, for tests that check propagation.
     pub metadata: Arc<MetadataLog>,
+    /// The `ChangeAllServiceNodes` calls received, per service.
+    pub events: Arc<EventLog>,
 }
 
 impl Shared {
@@ -51,6 +56,7 @@ impl Shared {
         Self {
             directory: Arc::new(seed::directory()),
             metadata: Arc::new(MetadataLog::default()),
+            events: Arc::new(EventLog::default()),
         }
     }
 }
@@ -92,8 +98,13 @@ pub fn spawn(
             }
             Ok::<_, std::convert::Infallible>(request)
         });
+        let names = paths::grpc_services(service);
+        let canonical = tower::util::MapRequestLayer::new(move |request: http::Request<_>| {
+            paths::canonicalize(request, names)
+        });
         tonic::transport::Server::builder()
             .layer(delayed)
+            .layer(canonical)
             .add_routes(routes)
             .serve_with_incoming(incoming)
             .await

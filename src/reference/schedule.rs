@@ -452,16 +452,21 @@ impl ScheduleService for Schedules {
     }
 }
 
-/// The node-change broadcast: nothing to refresh here.
-#[derive(Debug, Clone, Copy)]
-struct Events;
+/// The node-change broadcast: no peers to reload here, the call is counted.
+#[derive(Debug, Clone)]
+struct Events {
+    shared: Shared,
+}
 
 #[tonic::async_trait]
 impl ScheduleEvent for Events {
     async fn change_all_service_nodes(
         &self,
-        _request: Request<pb::Empty>,
+        request: Request<pb::Empty>,
     ) -> Result<Response<pb::Empty>, Status> {
+        self.shared
+            .events
+            .record(crate::upstream::Service::Schedule, &self.shared.metadata, &request);
         Ok(Response::new(pb::Empty {}))
     }
 }
@@ -472,7 +477,9 @@ pub fn routes(shared: &Shared) -> Routes {
         shared: shared.clone(),
         calendar: Arc::new(Calendar::seeded()),
     };
-    Routes::new(ScheduleServiceServer::new(service)).add_service(ScheduleEventServer::new(Events))
+    Routes::new(ScheduleServiceServer::new(service)).add_service(ScheduleEventServer::new(Events {
+        shared: shared.clone(),
+    }))
 }
 
 #[cfg(test)]

@@ -38,6 +38,14 @@ pub struct ServiceLabels {
     pub service: &'static str,
 }
 
+/// One consul-change broadcast call's result.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BroadcastLabels {
+    pub service: &'static str,
+    /// `ok` or `error`.
+    pub outcome: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InstanceLabels {
     pub service: &'static str,
@@ -81,6 +89,7 @@ pub struct Metrics {
     pub consul_updates: Family<ServiceLabels, Counter>,
     pub consul_errors: Family<ServiceLabels, Counter>,
     pub instances: Family<ServiceLabels, Gauge>,
+    pub broadcasts: Family<BroadcastLabels, Counter>,
     pub redis_errors: Counter,
 }
 
@@ -111,6 +120,7 @@ impl Metrics {
         let consul_updates = Family::<ServiceLabels, Counter>::default();
         let consul_errors = Family::<ServiceLabels, Counter>::default();
         let instances = Family::<ServiceLabels, Gauge>::default();
+        let broadcasts = Family::<BroadcastLabels, Counter>::default();
         let redis_errors = Counter::default();
         registry.register(
             "http_requests",
@@ -168,6 +178,11 @@ impl Metrics {
             instances.clone(),
         );
         registry.register(
+            "broadcasts",
+            "ChangeAllServiceNodes calls of the consul-change broadcast, by service and outcome",
+            broadcasts.clone(),
+        );
+        registry.register(
             "redis_errors",
             "Failed or timed-out Redis operations",
             redis_errors.clone(),
@@ -185,6 +200,7 @@ impl Metrics {
             consul_updates,
             consul_errors,
             instances,
+            broadcasts,
             redis_errors,
         }
     }

@@ -45,8 +45,9 @@ pub struct Target {
     pub path: PathAndQuery,
     /// Overrides the service's deadline.
     pub deadline: Option<Duration>,
-    /// Whether a call that never reached an instance may be tried once on another
-    /// (decision 14: reads only).
+    /// Whether a failed call may be tried once on another instance (reads only: writes
+    /// are never retried, decision 14). A read is retried when it never reached the
+    /// instance and also when it failed at transport level (see [`retriable`]).
     pub retry_unsent: bool,
 }
 
@@ -174,7 +175,7 @@ impl Upstreams {
         let retry = target.retry_unsent.then(|| message.clone());
         let first = self.call_node(target, &node, message, meta, deadline).await;
         match (first, retry) {
-            (Err(err), Some(message)) if !err.was_sent() => {
+            (Err(err), Some(message)) if retriable(&err) => {
                 match self.pick(target.service, Some(&node)) {
                     Ok(other) => {
                         self.call_node(target, &other, message, meta, deadline)
@@ -317,6 +318,16 @@ impl Upstreams {
     }
 }
 
+/// Whether a read that failed with `err` may go to another instance: it never reached
+/// the instance (connect error, breaker), or it failed at transport level — the
+/// connection broke (reset, GOAWAY, closed mid-call) or the instance said UNAVAILABLE.
+/// Reads are idempotent, so a second attempt is safe even if the first was sent;
+/// deadlines and answers of a live instance are final.
+fn retriable(err: &GatewayError) -> bool {
+    !err.was_sent()
+        || matches!(err, GatewayError::Upstream { grpc_code, .. } if *grpc_code == tonic::Code::Unavailable as i32)
+}
+
 /// The outcome name of a call for metrics and spans.
 fn outcome_label<T>(result: &Result<T, GatewayError>) -> &'static str {
     match result {
@@ -385,10 +396,23 @@ where
 /// Maps a gRPC status to the contract's outcome.
 fn classify(rpc: &'static str, node: &Node, status: &tonic::Status) -> GatewayError {
     use tonic::Code;
+    let transport = is_transport_error(status);
     match status.code() {
+        // A connection that broke under a call surfaces with whatever code the client
+        // library picked (UNKNOWN "transport error", INTERNAL or CANCELLED from an h2
+        // reset or GOAWAY); gRPC calls that UNAVAILABLE, and so do we. It may have been
+        // sent.
+        code if transport && code != Code::Unavailable && code != Code::DeadlineExceeded => {
+            GatewayError::Upstream {
+                rpc,
+                grpc_code: Code::Unavailable as i32,
+                detail: format!("connection to the instance failed: {}", status.message()),
+                sent: true,
+            }
+        }
         Code::DeadlineExceeded | Code::Cancelled => GatewayError::Deadline { rpc, sent: true },
         // A failure to connect surfaces as UNAVAILABLE before anything was sent.
-        Code::Unavailable if is_connect_error(status) => GatewayError::NoHealthyInstance {
+        Code::Unavailable if transport => GatewayError::NoHealthyInstance {
             service: rpc,
             detail: format!(
                 "instance {} is not reachable: {}",
@@ -405,7 +429,9 @@ fn classify(rpc: &'static str, node: &Node, status: &tonic::Status) -> GatewayEr
     }
 }
 
-fn is_connect_error(status: &tonic::Status) -> bool {
+/// Whether the status was made by the client's transport rather than sent by the
+/// instance (a status from the wire has no source).
+fn is_transport_error(status: &tonic::Status) -> bool {
     let mut source = std::error::Error::source(status);
     while let Some(err) = source {
         if err.is::<tonic::transport::Error>() || err.is::<std::io::Error>() {

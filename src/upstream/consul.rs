@@ -226,6 +226,21 @@ impl ConsulClient {
         })
     }
 
+    /// Whether the agent answers and knows a raft leader (`GET /v1/status/leader`, no
+    /// ACL needed): the cheap probe of a watcher waiting for Consul to come back.
+    pub async fn leader(&self, timeout: Duration) -> Result<bool, ConsulError> {
+        let response = self
+            .request(reqwest::Method::GET, "/v1/status/leader")
+            .timeout(timeout)
+            .send()
+            .await?;
+        let body = ok_or_status(response).await?.bytes().await?;
+        // `""` while the cluster has no leader: health queries would still fail.
+        let leader: String =
+            serde_json::from_slice(&body).map_err(|e| ConsulError::Decode(e.to_string()))?;
+        Ok(!leader.is_empty())
+    }
+
     /// Sets a TTL check's state (and restarts its TTL).
     pub async fn update_check(
         &self,

@@ -3,6 +3,7 @@
 //! Consul health [`flip`], and the gRPC [`call`] with its deadline and metadata.
 
 pub mod breaker;
+pub mod broadcast;
 pub mod call;
 pub mod consul;
 pub mod discovery;

@@ -1,32 +1,63 @@
-//! `POST /events/types/consul-change`: `consul watch` HTTP-handler posts (body = the
-//! health array, header `X-Consul-Index`) that trigger an immediate refresh of the
-//! service. Authenticated by a shared token in `X-Gateway-Token`; a repeated
-//! (service, index) pair is a harmless no-op.
+//! `POST /events/types/consul-change`: posts of `consul watch` HTTP handlers, answered
+//! as the original gateway does (spec §4.6), so existing watch configurations work:
+//!
+//! 1. `X-Consul-Index` missing or empty → 407 `{"status": 407, "message": "please send
+//!    the request through the proxy"}`;
+//! 2. `Type: checks` → 200, empty body, nothing else;
+//! 3. the same (service, index) pair within 60 s → 409, empty body;
+//! 4. a body that is not Consul's health array → 400;
+//! 5. otherwise the named service (header `Service`, else `?service=`, else the body's
+//!    first entry; every service when none is named or the name is unknown, as the
+//!    original reloads all five) is re-read from Consul at once, waking its watcher
+//!    even in back-off; the consul-change broadcast follows if a list changed. 200,
+//!    empty body.
+//!
+//! Deliberate addition: the shared token in `X-Gateway-Token` is checked first (401
+//! without it, 403 when wrong); the original had no authentication.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
+use tokio::time::Instant;
 
 use super::Service;
 use super::consul::parse_health;
 use super::discovery::Discovery;
 use crate::http::GatewayError;
-use crate::http::error::{envelope_bytes, json_content_type};
+use crate::http::error::json_content_type;
 
 /// Header carrying the shared token.
 pub const TOKEN_HEADER: &str = "x-gateway-token";
+/// Header carrying the watch result's index (the original's `CONSUL_INDEX_HEADER`).
+pub const INDEX_HEADER: &str = "x-consul-index";
+
+/// How long a (service, index) pair is remembered.
+const DEDUP_WINDOW: Duration = Duration::from_secs(60);
+/// Most remembered pairs (a real setup has a handful per minute).
+const DEDUP_CAPACITY: usize = 1024;
+/// Longest index value accepted (Consul's are decimal u64s).
+const MAX_INDEX_LEN: usize = 64;
+
+/// What a post asks to refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Target {
+    One(Service),
+    All,
+}
 
 /// The webhook's state.
 #[derive(Debug)]
 pub struct Webhook {
     token: String,
     discovery: Arc<dyn Discovery>,
-    last_index: Mutex<HashMap<Service, u64>>,
+    /// (target, index) → when it was processed.
+    seen: Mutex<HashMap<(Target, String), Instant>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,7 +70,7 @@ impl Webhook {
         Self {
             token,
             discovery,
-            last_index: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -55,6 +86,31 @@ impl Webhook {
         }
         Ok(())
     }
+
+    /// Remembers `key` unless it was seen within the window; `false` for a duplicate.
+    fn first_time(&self, key: (Target, String), now: Instant) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.retain(|_, at| now.duration_since(*at) < DEDUP_WINDOW);
+        if seen.contains_key(&key) {
+            return false;
+        }
+        if seen.len() >= DEDUP_CAPACITY
+            && let Some(oldest) = seen.iter().min_by_key(|(_, at)| **at).map(|(k, _)| k.clone())
+        {
+            seen.remove(&oldest);
+        }
+        seen.insert(key, now);
+        true
+    }
+
+    fn refresh(&self, target: Target) {
+        match target {
+            Target::One(service) => self.discovery.refresh(service),
+            Target::All => Service::ALL
+                .into_iter()
+                .for_each(|service| self.discovery.refresh(service)),
+        }
+    }
 }
 
 /// Handles one post.
@@ -65,55 +121,74 @@ pub async fn handle(
     body: Bytes,
 ) -> Result<Response, GatewayError> {
     webhook.authenticate(&headers)?;
-    let index = headers
-        .get("x-consul-index")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .ok_or_else(|| bad("X-Consul-Index header with an integer is required"))?;
-    let entries: Vec<serde_json::Value> = serde_json::from_slice(&body)
-        .map_err(|e| bad(&format!("body must be the consul health array: {e}")))?;
-    parse_health(&body).map_err(|e| bad(&e.to_string()))?;
-    let named = query
-        .service
-        .or_else(|| {
-            headers
-                .get("service")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        })
-        .or_else(|| {
-            entries
-                .first()
-                .and_then(|e| e["Service"]["Service"].as_str())
-                .map(str::to_owned)
-        })
-        .ok_or_else(|| {
-            bad("name the service with ?service=, a Service header or a non-empty body")
-        })?;
-    let service = webhook
-        .discovery
-        .service_named(&named)
-        .ok_or_else(|| bad(&format!("{named} is not a service this gateway routes to")))?;
-    let duplicate = {
-        let mut last = webhook
-            .last_index
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let duplicate = last.get(&service) == Some(&index);
-        last.insert(service, index);
-        duplicate
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
     };
-    let message = if duplicate {
-        "duplicate change event ignored"
-    } else {
-        webhook.discovery.refresh(service);
-        "refresh triggered"
+    let Some(index) = header(INDEX_HEADER) else {
+        return Ok(proxy_required());
     };
-    let mut response = (StatusCode::OK, envelope_bytes(StatusCode::OK, 0, message)).into_response();
+    if index.len() > MAX_INDEX_LEN {
+        return Err(bad("X-Consul-Index is not a Consul index"));
+    }
+    if header("type").is_some_and(|t| t.eq_ignore_ascii_case("checks")) {
+        return Ok(StatusCode::OK.into_response());
+    }
+    // Validated now, answered after the duplicate check (the spec's order).
+    let parsed = parse_health(&body).map(|_| ());
+    let named = header("service")
+        .map(str::to_owned)
+        .or(query.service)
+        .or_else(|| first_service_name(&body));
+    let target = match named.as_deref().map(|name| webhook.discovery.service_named(name)) {
+        Some(Some(service)) => Target::One(service),
+        Some(None) | None => Target::All,
+    };
+    if parsed.is_ok() && !webhook.first_time((target, index.to_owned()), Instant::now()) {
+        return Ok(StatusCode::CONFLICT.into_response());
+    }
+    if let Err(err) = parsed {
+        return Err(bad(&format!("body must be the consul health array: {err}")));
+    }
+    tracing::debug!(service = ?named, ?target, index, "consul-change webhook: refresh");
+    webhook.refresh(target);
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `Service.Service` of the body's first entry, if any.
+fn first_service_name(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Entry {
+        #[serde(rename = "Service")]
+        service: Named,
+    }
+    #[derive(Deserialize)]
+    struct Named {
+        #[serde(rename = "Service")]
+        name: String,
+    }
+    let entries: Vec<Entry> = serde_json::from_slice(body).ok()?;
+    entries.into_iter().next().map(|e| e.service.name)
+}
+
+/// The original's answer to a post without the index header.
+fn proxy_required() -> Response {
+    let body = serde_json::json!({
+        "status": 407,
+        "message": "please send the request through the proxy",
+    });
+    let mut response = (
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        body.to_string(),
+    )
+        .into_response();
     response
         .headers_mut()
-        .insert(axum::http::header::CONTENT_TYPE, json_content_type());
-    Ok(response)
+        .insert(header::CONTENT_TYPE, json_content_type());
+    response
 }
 
 fn bad(message: &str) -> GatewayError {
@@ -125,4 +200,44 @@ fn bad(message: &str) -> GatewayError {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<Service>>);
+
+    impl Discovery for Recorder {
+        fn refresh(&self, service: Service) {
+            self.0.lock().expect("lock").push(service);
+        }
+        fn service_named(&self, name: &str) -> Option<Service> {
+            Service::ALL.into_iter().find(|s| s.as_str() == name)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pairs_are_remembered_for_a_minute_and_the_table_is_bounded() {
+        let webhook = Webhook::new("t".repeat(16), Arc::new(Recorder::default()));
+        let key = |i: usize| (Target::One(Service::Auth), i.to_string());
+        let start = Instant::now();
+        assert!(webhook.first_time(key(1), start));
+        assert!(!webhook.first_time(key(1), start + Duration::from_secs(59)));
+        assert!(webhook.first_time((Target::All, "1".into()), start));
+        assert!(webhook.first_time(key(1), start + DEDUP_WINDOW));
+        for i in 0..DEDUP_CAPACITY * 2 {
+            webhook.first_time(key(i + 10), start + DEDUP_WINDOW);
+        }
+        assert!(webhook.seen.lock().expect("lock").len() <= DEDUP_CAPACITY);
+    }
+
+    #[test]
+    fn the_service_can_come_from_the_body() {
+        let body = br#"[{"Node":{"Address":"10.0.0.1"},"Service":{"ID":"a-1","Service":"auth","Port":1},"Checks":[]}]"#;
+        assert_eq!(first_service_name(body).as_deref(), Some("auth"));
+        assert_eq!(first_service_name(b"[]"), None);
+        assert_eq!(first_service_name(b"{}"), None);
+    }
 }
