@@ -319,12 +319,80 @@ async fn an_index_going_backwards_resets_and_index_zero_does_not_spin() {
     assert_eq!(own_info(&gw).await, 200);
 }
 
+/// One post to the webhook, built from its parts.
+struct Post<'a> {
+    token: Option<&'a str>,
+    index: Option<&'a str>,
+    kind: Option<&'a str>,
+    service: Option<&'a str>,
+    query: &'a str,
+    body: &'a str,
+}
+
+impl Default for Post<'_> {
+    fn default() -> Self {
+        Self {
+            token: Some(WEBHOOK_TOKEN),
+            index: Some("1"),
+            kind: None,
+            service: None,
+            query: "",
+            body: "[]",
+        }
+    }
+}
+
+/// Sends `post` and returns the status and the raw body.
+async fn webhook(gw: &Gateway, post: Post<'_>) -> (u16, String) {
+    let mut request = gw
+        .client
+        .post(gw.url(&format!("/events/types/consul-change{}", post.query)))
+        .body(post.body.to_owned());
+    for (name, value) in [
+        ("X-Gateway-Token", post.token),
+        ("X-Consul-Index", post.index),
+        ("Type", post.kind),
+        ("Service", post.service),
+    ] {
+        if let Some(value) = value {
+            request = request.header(name, value);
+        }
+    }
+    let response = request.send().await.expect("webhook answer");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+/// Whether the double saw a non-blocking health read of `service` (a triggered refresh).
+fn refreshed(consul: &ConsulDouble, service: &str) -> bool {
+    consul
+        .requests()
+        .iter()
+        .any(|r| is_health_query(r, service) && r.param("index").is_none())
+}
+
+/// Waits until every watcher is parked in a blocking query.
+async fn parked(world: &World) {
+    world
+        .consul
+        .wait_for(|c| {
+            Service::ALL.iter().all(|s| {
+                c.requests()
+                    .iter()
+                    .any(|r| is_health_query(r, s.consul_name()) && r.param("index").is_some())
+            })
+        })
+        .await;
+}
+
 #[tokio::test]
-async fn webhook_triggers_a_refresh_and_rejects_bad_posts() {
+async fn webhook_answers_as_the_original_case_by_case() {
+    const CLUB: &str = "DMS.SMS.v1.service.club";
     let world = World::start().await;
     let gw = Gateway::start_consul(&world.consul.url(), fast).await;
     all_loaded(&gw).await;
-    let body = reqwest::get(format!(
+    parked(&world).await;
+    let health = reqwest::get(format!(
         "{}/v1/health/service/{AUTH}?passing=true",
         world.consul.url()
     ))
@@ -333,61 +401,385 @@ async fn webhook_triggers_a_refresh_and_rejects_bad_posts() {
     .text()
     .await
     .expect("body");
-    let post = |token: Option<&str>, index: Option<&str>, body: &str| {
-        let mut request = gw
-            .client
-            .post(gw.url("/events/types/consul-change"))
-            .body(body.to_owned());
-        if let Some(token) = token {
-            request = request.header("X-Gateway-Token", token);
-        }
-        if let Some(index) = index {
-            request = request.header("X-Consul-Index", index);
-        }
-        request
-    };
     world.consul.clear_requests();
-    let (status, reply) = gw.send(post(Some(WEBHOOK_TOKEN), Some("777"), &body)).await;
-    assert_eq!(status, 200, "{reply}");
-    // The refresh is a non-blocking read of that service.
-    world
-        .consul
-        .wait_for(|c| {
-            c.requests()
-                .iter()
-                .any(|r| is_health_query(r, AUTH) && r.param("index").is_none())
-        })
-        .await;
-    let (status, reply) = gw.send(post(Some(WEBHOOK_TOKEN), Some("777"), &body)).await;
-    assert_eq!(status, 200);
+
+    // Our token check comes first (a deliberate addition): 401 without, 403 when wrong.
+    let (status, body) = webhook(&gw, Post { token: None, ..Post::default() }).await;
+    assert_eq!(status, 401, "{body}");
+    let wrong = Post {
+        token: Some("wrong-token-wrong-token"),
+        ..Post::default()
+    };
+    assert_eq!(webhook(&gw, wrong).await.0, 403);
+
+    // 1. No (or an empty) X-Consul-Index: the original's 407, without a code.
+    for index in [None, Some("")] {
+        let (status, body) = webhook(&gw, Post { index, ..Post::default() }).await;
+        assert_eq!(status, 407, "{index:?}");
+        let body: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(
+            body,
+            serde_json::json!({"status": 407, "message": "please send the request through the proxy"})
+        );
+    }
+
+    // 2. Type: checks → 200, empty body, nothing else.
+    let checks = Post {
+        kind: Some("checks"),
+        service: Some(CLUB),
+        index: Some("5"),
+        body: "not even json",
+        ..Post::default()
+    };
+    assert_eq!(webhook(&gw, checks).await, (200, String::new()));
+
+    // 5./6. A service post: 200, empty body, that service re-read at once.
+    let auth = |index| Post {
+        service: Some(AUTH),
+        index: Some(index),
+        body: &health,
+        ..Post::default()
+    };
+    assert_eq!(webhook(&gw, auth("777")).await, (200, String::new()));
+    world.consul.wait_for(|c| refreshed(c, AUTH)).await;
     assert!(
-        reply["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("duplicate")),
-        "{reply}"
+        !refreshed(&world.consul, CLUB),
+        "the checks post refreshed nothing"
     );
 
-    let cases = [
-        (None, Some("1"), body.as_str(), 401),
-        (
-            Some("wrong-token-wrong-token"),
-            Some("1"),
-            body.as_str(),
-            403,
-        ),
-        (Some(WEBHOOK_TOKEN), Some("1"), "{not json", 400),
-        (Some(WEBHOOK_TOKEN), Some("1"), "{\"an\":\"object\"}", 400),
-        (Some(WEBHOOK_TOKEN), None, body.as_str(), 400),
-        (Some(WEBHOOK_TOKEN), Some("x"), body.as_str(), 400),
-        (Some(WEBHOOK_TOKEN), Some("2"), "[]", 400),
-    ];
-    for (token, index, body, expected) in cases {
-        let (status, reply) = gw.send(post(token, index, body)).await;
-        assert_eq!(status, expected, "{token:?} {index:?} {body}: {reply}");
+    // 3. The same (service, index) within 60 s → 409, empty body — even with a bad body.
+    assert_eq!(webhook(&gw, auth("777")).await, (409, String::new()));
+    let bad_duplicate = Post {
+        body: "{not json",
+        ..auth("777")
+    };
+    assert_eq!(webhook(&gw, bad_duplicate).await.0, 409);
+    // Another index, or another service (named by ?service=), is a new pair.
+    assert_eq!(webhook(&gw, auth("778")).await.0, 200);
+    let club = Post {
+        query: "?service=DMS.SMS.v1.service.club",
+        index: Some("777"),
+        ..Post::default()
+    };
+    assert_eq!(webhook(&gw, club).await.0, 200);
+    world.consul.wait_for(|c| refreshed(c, CLUB)).await;
+
+    // 4. A body that is not Consul's health array → 400.
+    for body in ["{not json", "{\"an\":\"object\"}", "[{\"Node\":1}]"] {
+        let post = Post {
+            service: Some(AUTH),
+            index: Some("900"),
+            body,
+            ..Post::default()
+        };
+        let (status, reply) = webhook(&gw, post).await;
+        assert_eq!(status, 400, "{body}: {reply}");
+        let reply: serde_json::Value = serde_json::from_str(&reply).expect("json");
         support::assert_envelope(status, &reply);
     }
+
+    // No service named: every service is re-read, as the original reloads all five.
+    world.consul.clear_requests();
+    let anonymous = Post {
+        index: Some("901"),
+        ..Post::default()
+    };
+    assert_eq!(webhook(&gw, anonymous).await.0, 200);
+    world
+        .consul
+        .wait_for(|c| Service::ALL.iter().all(|s| refreshed(c, s.consul_name())))
+        .await;
     // The gateway still works after all that.
     assert_eq!(own_info(&gw).await, 200);
+}
+
+/// The gateway's `sms_gateway_broadcasts_total` line for `service` and `outcome`.
+fn broadcasts_metric(gw: &Gateway, service: Service, outcome: &str) -> u64 {
+    let text = gw.gateway.state.metrics.render();
+    let wanted = format!("sms_gateway_broadcasts_total{{service=\"{service}\",outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&wanted))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn every_instance_is_told_once_at_start_up_and_once_per_coalesced_change() {
+    let world = World::start().await;
+    let calls = |shared: &Shared| Service::ALL.map(|s| shared.events.calls(s));
+    let gw = Gateway::start_consul(&world.consul.url(), |config| {
+        fast(config);
+        // Generous on a loaded machine: changes made together fall in one window.
+        config.consul.broadcast_delay = Duration::from_millis(500);
+    })
+    .await;
+    all_loaded(&gw).await;
+    // Start-up: one broadcast after the first loads.
+    let told = |n: u64| move |e: &sms_gateway::reference::EventLog| Service::ALL.iter().all(|s| e.calls(*s) >= n);
+    tokio::time::timeout(GENEROUS, world.shared.events.wait_until(told(1)))
+        .await
+        .expect("start-up broadcast");
+    assert_eq!(calls(&world.shared), [1; 5]);
+
+    // Two registrations at once (auth and outing): one more broadcast, to every instance,
+    // the new ones included.
+    let (second_auth, auth_2) = second_auth().await;
+    let outing_shared = Shared::seeded();
+    let outing_2 = reference::spawn(
+        Service::Outing,
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        &outing_shared,
+        &Options::default(),
+    )
+    .expect("second outing");
+    world
+        .consul
+        .register_ttl(AUTH, "auth-2", "127.0.0.1", auth_2.address.port());
+    world.consul.register_ttl(
+        "DMS.SMS.v1.service.outing",
+        "outing-2",
+        "127.0.0.1",
+        outing_2.address.port(),
+    );
+    tokio::time::timeout(GENEROUS, world.shared.events.wait_until(told(2)))
+        .await
+        .expect("change broadcast");
+    tokio::time::timeout(GENEROUS, async {
+        second_auth.events.wait_until(|e| e.calls(Service::Auth) >= 1).await;
+        outing_shared.events.wait_until(|e| e.calls(Service::Outing) >= 1).await;
+    })
+    .await
+    .expect("new instances told");
+    assert_eq!(calls(&world.shared), [2; 5], "one coalesced broadcast");
+    assert_eq!(second_auth.events.calls(Service::Auth), 1);
+    assert_eq!(outing_shared.events.calls(Service::Outing), 1);
+    assert_eq!(ids(&gw, Service::Auth).len(), 2);
+
+    // A deregistration: everyone left is told once more; the gone instance is not.
+    world.consul.deregister("outing-2");
+    tokio::time::timeout(GENEROUS, world.shared.events.wait_until(told(3)))
+        .await
+        .expect("deregistration broadcast");
+    tokio::time::timeout(
+        GENEROUS,
+        second_auth.events.wait_until(|e| e.calls(Service::Auth) >= 2),
+    )
+    .await
+    .expect("auth-2 told");
+    assert_eq!(calls(&world.shared), [3; 5]);
+    assert_eq!(outing_shared.events.calls(Service::Outing), 1);
+
+    // Every call carried the usual metadata; the outcomes are in the metrics.
+    for shared in [&world.shared, &second_auth, &outing_shared] {
+        for service in Service::ALL {
+            assert_eq!(shared.events.valid_calls(service), shared.events.calls(service), "{service}");
+        }
+    }
+    // A broadcast ends before the next starts, so the first two are counted by now (the
+    // last one's replies may still be on their way).
+    let auth_ok = broadcasts_metric(&gw, Service::Auth, "ok");
+    assert!((1 + 2..=3 + 2).contains(&auth_ok), "{auth_ok}");
+    let outing_ok = broadcasts_metric(&gw, Service::Outing, "ok");
+    assert!((1 + 2..=3 + 1).contains(&outing_ok), "{outing_ok}");
+    assert_eq!(broadcasts_metric(&gw, Service::Club, "error"), 0);
+    auth_2.task.abort();
+    outing_2.task.abort();
+}
+
+#[tokio::test]
+async fn broadcast_off_tells_nobody() {
+    let world = World::start().await;
+    let gw = Gateway::start_consul(&world.consul.url(), |config| {
+        fast(config);
+        config.consul.broadcast = false;
+    })
+    .await;
+    all_loaded(&gw).await;
+    // A request through every service proves the lists are loaded and in use; by then a
+    // broadcast (200 ms after the loads) would have had time to start.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(own_info(&gw).await, 200);
+    for service in Service::ALL {
+        assert_eq!(world.shared.events.calls(service), 0, "{service}");
+    }
+}
+
+#[tokio::test]
+async fn a_change_made_during_an_outage_is_in_use_soon_after_consul_returns() {
+    let world = World::start().await;
+    let gw = Gateway::start_consul(&world.consul.url(), |config| {
+        fast(config);
+        // Without the probe, the back-off alone would leave a watcher asleep for minutes.
+        config.consul.backoff_base = Duration::from_secs(60);
+        config.consul.max_backoff = Duration::from_secs(600);
+    })
+    .await;
+    all_loaded(&gw).await;
+    parked(&world).await;
+    let (_second, running) = second_auth().await;
+    let recovery = outage_then_change(&world, &gw, &running, Duration::from_millis(1500)).await;
+    // The figure itself is measured by `measure_recovery_and_webhook_wake_up`.
+    assert!(recovery < GENEROUS, "{recovery:?}");
+    // Requests kept being served from the last good list throughout (checked inside).
+    running.task.abort();
+}
+
+/// Pauses Consul for `outage`, registers auth-2 meanwhile (or deregisters it when
+/// registered), resumes, and returns the time from Consul's return to the changed list.
+async fn outage_then_change(
+    world: &World,
+    gw: &Gateway,
+    running: &Running,
+    outage: Duration,
+) -> Duration {
+    let had = ids(gw, Service::Auth).len();
+    world.consul.pause().await;
+    assert_eq!(own_info(gw).await, 200, "the last good list serves");
+    if had == 1 {
+        world
+            .consul
+            .register_ttl(AUTH, "auth-2", "127.0.0.1", running.address.port());
+    } else {
+        world.consul.deregister("auth-2");
+    }
+    // The outage itself (not a synchronisation): the watchers fail and back off.
+    tokio::time::sleep(outage).await;
+    assert_eq!(own_info(gw).await, 200, "the last good list serves");
+    let blocking = blocking_auth_queries(&world.consul);
+    world.consul.resume().await;
+    let back = Instant::now();
+    let wanted = if had == 1 { 2 } else { 1 };
+    until_list(gw, Service::Auth, |ids| ids.len() == wanted).await;
+    let recovery = back.elapsed();
+    // The query that brought the change, then the next one, parked.
+    world
+        .consul
+        .wait_for(|c| blocking_auth_queries(c) >= blocking + 2)
+        .await;
+    recovery
+}
+
+fn blocking_auth_queries(consul: &ConsulDouble) -> usize {
+    consul.count(|r| is_health_query(r, AUTH) && r.param("index").is_some())
+}
+
+fn refreshes_of_auth(consul: &ConsulDouble) -> usize {
+    consul.count(|r| is_health_query(r, AUTH) && r.param("index").is_none())
+}
+
+/// Puts the auth watcher to sleep in back-off (a refresh that Consul answers 500), then
+/// registers or deregisters auth-2 and posts the webhook; returns the time from the
+/// post to the changed list.
+async fn wake_by_webhook(world: &World, gw: &Gateway, running: &Running, round: u32) -> Duration {
+    let had = ids(gw, Service::Auth).len();
+    let (sleep_index, wake_index) = (format!("{round}0"), format!("{round}1"));
+    let post = |index| Post {
+        service: Some(AUTH),
+        index: Some(index),
+        ..Post::default()
+    };
+    let refreshes = refreshes_of_auth(&world.consul);
+    world.consul.set_fail_next(1, 500);
+    assert_eq!(webhook(gw, post(&sleep_index)).await.0, 200);
+    // The watcher's refresh got the 500: it is in back-off now.
+    world
+        .consul
+        .wait_for(|c| refreshes_of_auth(c) > refreshes)
+        .await;
+    if had == 1 {
+        world
+            .consul
+            .register_ttl(AUTH, "auth-2", "127.0.0.1", running.address.port());
+    } else {
+        world.consul.deregister("auth-2");
+    }
+    let blocking = blocking_auth_queries(&world.consul);
+    let posted = Instant::now();
+    assert_eq!(webhook(gw, post(&wake_index)).await.0, 200);
+    let wanted = if had == 1 { 2 } else { 1 };
+    until_list(gw, Service::Auth, |ids| ids.len() == wanted).await;
+    let woken = posted.elapsed();
+    // Parked again in a blocking query before the next round.
+    world
+        .consul
+        .wait_for(|c| blocking_auth_queries(c) > blocking)
+        .await;
+    woken
+}
+
+/// A gateway whose watchers back off for minutes after an error.
+fn slow_backoff(config: &mut Config) {
+    fast(config);
+    config.consul.backoff_base = Duration::from_secs(600);
+    config.consul.max_backoff = Duration::from_secs(600);
+}
+
+#[tokio::test]
+async fn a_webhook_wakes_a_watcher_sleeping_in_back_off() {
+    let world = World::start().await;
+    let gw = Gateway::start_consul(&world.consul.url(), slow_backoff).await;
+    all_loaded(&gw).await;
+    parked(&world).await;
+    let (_second, running) = second_auth().await;
+    // The back-off pause is random in [0, 10 min]; the webhook ends it at once.
+    let woken = wake_by_webhook(&world, &gw, &running, 1).await;
+    assert!(woken < GENEROUS, "{woken:?}");
+    let errors = gw.gateway.state.metrics.render();
+    assert!(
+        errors.contains("sms_gateway_consul_watch_errors_total{service=\"auth\"} 1"),
+        "{errors}"
+    );
+    running.task.abort();
+}
+
+fn summary(samples: &mut [Duration]) -> String {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    format!(
+        "median {:.0} ms, min {:.0} ms, max {:.0} ms over {}",
+        ms(samples[samples.len() / 2]),
+        ms(samples[0]),
+        ms(samples[samples.len() - 1]),
+        samples.len()
+    )
+}
+
+/// Measures (1) the time from Consul's return after a 3 s outage to a change made during
+/// it being in use, with the default back-off (100 ms doubling up to 30 s) and probe
+/// interval (500 ms); (2) the time from a webhook post to the changed list while the
+/// watcher sleeps in a 10-minute back-off.
+/// Run with `cargo test --release --test e2e_consul measure_recovery -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "measurement; prints figures"]
+async fn measure_recovery_and_webhook_wake_up() {
+    let rounds = 10;
+    let world = World::start().await;
+    let (_second, running) = second_auth().await;
+    let mut recovery = Vec::new();
+    {
+        let gw = Gateway::start_consul(&world.consul.url(), |config| {
+            config.consul.min_interval = Duration::from_millis(10);
+        })
+        .await;
+        all_loaded(&gw).await;
+        parked(&world).await;
+        for _ in 0..rounds {
+            recovery.push(outage_then_change(&world, &gw, &running, Duration::from_secs(3)).await);
+        }
+    }
+    let mut wake = Vec::new();
+    {
+        world.consul.clear_requests();
+        let gw = Gateway::start_consul(&world.consul.url(), slow_backoff).await;
+        all_loaded(&gw).await;
+        parked(&world).await;
+        for round in 0..rounds {
+            wake.push(wake_by_webhook(&world, &gw, &running, round + 1).await);
+        }
+    }
+    println!("consul back after a 3 s outage → change in use: {}", summary(&mut recovery));
+    println!("webhook post → change in use (watcher in back-off): {}", summary(&mut wake));
+    running.task.abort();
 }
 
 /// Measures the time from a Consul change to the new list being used (median of 20).

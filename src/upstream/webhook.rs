@@ -87,12 +87,16 @@ impl Webhook {
         Ok(())
     }
 
-    /// Remembers `key` unless it was seen within the window; `false` for a duplicate.
-    fn first_time(&self, key: (Target, String), now: Instant) -> bool {
+    /// `false` when `key` was processed within the window; otherwise `true`, and `key`
+    /// is remembered if `remember` (a post that is refused is not processed).
+    fn first_time(&self, key: (Target, String), now: Instant, remember: bool) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         seen.retain(|_, at| now.duration_since(*at) < DEDUP_WINDOW);
         if seen.contains_key(&key) {
             return false;
+        }
+        if !remember {
+            return true;
         }
         if seen.len() >= DEDUP_CAPACITY
             && let Some(oldest) = seen.iter().min_by_key(|(_, at)| **at).map(|(k, _)| k.clone())
@@ -147,7 +151,7 @@ pub async fn handle(
         Some(Some(service)) => Target::One(service),
         Some(None) | None => Target::All,
     };
-    if parsed.is_ok() && !webhook.first_time((target, index.to_owned()), Instant::now()) {
+    if !webhook.first_time((target, index.to_owned()), Instant::now(), parsed.is_ok()) {
         return Ok(StatusCode::CONFLICT.into_response());
     }
     if let Err(err) = parsed {
@@ -223,12 +227,15 @@ mod tests {
         let webhook = Webhook::new("t".repeat(16), Arc::new(Recorder::default()));
         let key = |i: usize| (Target::One(Service::Auth), i.to_string());
         let start = Instant::now();
-        assert!(webhook.first_time(key(1), start));
-        assert!(!webhook.first_time(key(1), start + Duration::from_secs(59)));
-        assert!(webhook.first_time((Target::All, "1".into()), start));
-        assert!(webhook.first_time(key(1), start + DEDUP_WINDOW));
+        assert!(webhook.first_time(key(1), start, true));
+        assert!(!webhook.first_time(key(1), start + Duration::from_secs(59), true));
+        assert!(webhook.first_time((Target::All, "1".into()), start, true));
+        assert!(webhook.first_time(key(1), start + DEDUP_WINDOW, true));
+        // A refused post is not remembered.
+        assert!(webhook.first_time(key(2), start + DEDUP_WINDOW, false));
+        assert!(webhook.first_time(key(2), start + DEDUP_WINDOW, true));
         for i in 0..DEDUP_CAPACITY * 2 {
-            webhook.first_time(key(i + 10), start + DEDUP_WINDOW);
+            webhook.first_time(key(i + 10), start + DEDUP_WINDOW, true);
         }
         assert!(webhook.seen.lock().expect("lock").len() <= DEDUP_CAPACITY);
     }
