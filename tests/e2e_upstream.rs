@@ -1,5 +1,7 @@
 //! End-to-end upstream behaviour through real HTTP and real gRPC: deadlines (408), dead
-//! instances (503 / -301), round robin across instances, many requests in flight.
+//! instances (503 / -301), round robin across instances, many requests in flight, reads
+//! surviving an instance that dies under them, and the reference services accepting
+//! method paths with any package prefix (as go-micro servers do).
 
 mod support;
 
@@ -124,5 +126,173 @@ async fn hundreds_of_concurrent_requests_are_all_answered_correctly() {
             body["message"].as_str().is_some_and(|m| m.ends_with(uuid)),
             "{body}"
         );
+    }
+}
+
+#[tokio::test]
+async fn killing_an_instance_with_reads_in_flight_gives_no_client_error() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use support::proxy::Proxy;
+
+    const CLIENTS: usize = 8;
+    const READS: usize = 40;
+    let shared = Shared::seeded();
+    let services = reference::spawn_all(None, &shared, &Options::default())
+        .await
+        .expect("services");
+    // The doomed auth instance is slow, so reads are in flight on it when it dies.
+    let doomed_shared = Shared::seeded();
+    let doomed = reference::spawn(
+        Service::Auth,
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        &doomed_shared,
+        &Options {
+            delay: Duration::from_millis(40),
+        },
+    )
+    .expect("doomed auth");
+    let proxy = Proxy::start(doomed.address).await;
+    let mut addresses: BTreeMap<Service, Vec<String>> = services
+        .iter()
+        .map(|r| (r.service, vec![r.address.to_string()]))
+        .collect();
+    addresses
+        .get_mut(&Service::Auth)
+        .expect("auth")
+        .push(proxy.address().to_string());
+    // No cache: every read goes to an instance.
+    let gw = Arc::new(Gateway::start_for(&addresses, |config| config.cache.enabled = false).await);
+
+    let answered = Arc::new(AtomicUsize::new(0));
+    let halfway = Arc::new(tokio::sync::Notify::new());
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (gw, answered, halfway) = (gw.clone(), answered.clone(), halfway.clone());
+            tokio::spawn(async move {
+                let mut statuses = Vec::with_capacity(READS);
+                for _ in 0..READS {
+                    let (status, body) = gw.call(Method::GET, &own_info(), STUDENT, None).await;
+                    statuses.push((status, body));
+                    if answered.fetch_add(1, Ordering::SeqCst) + 1 == CLIENTS * READS / 4 {
+                        halfway.notify_one();
+                    }
+                }
+                statuses
+            })
+        })
+        .collect();
+    halfway.notified().await;
+    assert!(
+        !doomed_shared.metadata.all().is_empty(),
+        "the doomed instance took part"
+    );
+    proxy.kill();
+    let mut failures = Vec::new();
+    for client in clients {
+        for (status, body) in client.await.expect("client") {
+            if status != 200 {
+                failures.push((status, body));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "client errors: {failures:?}");
+    // The kill did hit calls: they failed on the doomed instance and were retried.
+    let metrics = gw.gateway.state.metrics.render();
+    let doomed_errors = format!(
+        "sms_gateway_upstream_calls_total{{service=\"auth\",instance=\"{}\",outcome=",
+        proxy.address()
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with(&doomed_errors) && !l.contains("outcome=\"ok\"")),
+        "{metrics}"
+    );
+    doomed.task.abort();
+    for running in services {
+        running.task.abort();
+    }
+}
+
+/// A raw unary call with valid metadata to `path` on `address`.
+async fn raw_call<Req, Rep>(address: std::net::SocketAddr, path: &'static str, message: Req) -> Result<Rep, tonic::Status>
+where
+    Req: prost::Message + Send + 'static,
+    Rep: prost::Message + Default + Send + 'static,
+{
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let mut request = tonic::Request::new(message);
+    let metadata = request.metadata_mut();
+    metadata.insert(
+        "x-request-id",
+        uuid::Uuid::new_v4().to_string().parse().expect("ascii"),
+    );
+    metadata.insert(
+        "span-context",
+        "4bf92f3577b34da6:a3ce929d0e0e4736:0:1".parse().expect("ascii"),
+    );
+    grpc.unary(
+        request,
+        http::uri::PathAndQuery::from_static(path),
+        tonic_prost::ProstCodec::<Req, Rep>::default(),
+    )
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn reference_services_accept_any_package_prefix_like_go_micro() {
+    use sms_gateway::proto::auth::student::{LoginStudentAuthRequest, LoginStudentAuthResponse};
+    let shared = Shared::seeded();
+    let services = reference::spawn_all(None, &shared, &Options::default())
+        .await
+        .expect("services");
+    let address = |service| {
+        services
+            .iter()
+            .find(|r| r.service == service)
+            .map(|r| r.address)
+            .expect("running")
+    };
+    let login = || LoginStudentAuthRequest {
+        student_id: "demostudent".into(),
+        student_pw: "demo-student-pw".into(),
+    };
+    // How the real outing service calls auth, the canonical path, and another prefix.
+    for path in [
+        "/AuthStudent/LoginStudentAuth",
+        "/auth.student.AuthStudent/LoginStudentAuth",
+        "/dms.sms.v1.AuthStudent/LoginStudentAuth",
+    ] {
+        let reply: LoginStudentAuthResponse = raw_call(address(Service::Auth), path, login())
+            .await
+            .unwrap_or_else(|status| panic!("{path}: {status:?}"));
+        assert_eq!(reply.status, 200, "{path}: {reply:?}");
+        assert_eq!(reply.logged_in_student_uuid, STUDENT, "{path}");
+    }
+    for (service, path) in [
+        (Service::Auth, "/AuthEvent/ChangeAllServiceNodes"),
+        (Service::Club, "/ClubEvent/ChangeAllServiceNodes"),
+        (Service::Club, "/club.ClubEvent/ChangeAllServiceNodes"),
+    ] {
+        let () = raw_call(address(service), path, ())
+            .await
+            .unwrap_or_else(|status| panic!("{path}: {status:?}"));
+    }
+    assert_eq!(shared.events.calls(Service::Auth), 1);
+    assert_eq!(shared.events.calls(Service::Club), 2);
+    // A service the server does not have is still unknown.
+    let unknown: Result<(), _> =
+        raw_call(address(Service::Auth), "/ClubEvent/ChangeAllServiceNodes", ()).await;
+    assert_eq!(unknown.expect_err("unimplemented").code(), tonic::Code::Unimplemented);
+    for running in services {
+        running.task.abort();
     }
 }

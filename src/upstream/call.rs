@@ -430,14 +430,19 @@ fn classify(rpc: &'static str, node: &Node, status: &tonic::Status) -> GatewayEr
 }
 
 /// Whether the status was made by the client's transport rather than sent by the
-/// instance (a status from the wire has no source).
+/// instance (a status from the wire has no source). The client's own enforcement of
+/// the call's deadline is not a transport failure.
 fn is_transport_error(status: &tonic::Status) -> bool {
+    let mut transport = false;
     let mut source = std::error::Error::source(status);
     while let Some(err) = source {
-        if err.is::<tonic::transport::Error>() || err.is::<std::io::Error>() {
-            return true;
+        if err.is::<tonic::TimeoutExpired>() {
+            return false;
         }
+        transport |= err.is::<tonic::transport::Error>()
+            || err.is::<tonic::ConnectError>()
+            || err.is::<std::io::Error>();
         source = err.source();
     }
-    false
+    transport
 }
