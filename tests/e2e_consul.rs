@@ -373,16 +373,14 @@ fn refreshed(consul: &ConsulDouble, service: &str) -> bool {
 
 /// Waits until every watcher is parked in a blocking query.
 async fn parked(world: &World) {
-    world
-        .consul
-        .wait_for(|c| {
-            Service::ALL.iter().all(|s| {
-                c.requests()
-                    .iter()
-                    .any(|r| is_health_query(r, s.consul_name()) && r.param("index").is_some())
-            })
+    let all_blocking = |c: &ConsulDouble| {
+        Service::ALL.iter().all(|s| {
+            c.requests()
+                .iter()
+                .any(|r| is_health_query(r, s.consul_name()) && r.param("index").is_some())
         })
-        .await;
+    };
+    within("every watcher to park", world.consul.wait_for(all_blocking)).await;
 }
 
 #[tokio::test]
@@ -404,7 +402,14 @@ async fn webhook_answers_as_the_original_case_by_case() {
     world.consul.clear_requests();
 
     // Our token check comes first (a deliberate addition): 401 without, 403 when wrong.
-    let (status, body) = webhook(&gw, Post { token: None, ..Post::default() }).await;
+    let (status, body) = webhook(
+        &gw,
+        Post {
+            token: None,
+            ..Post::default()
+        },
+    )
+    .await;
     assert_eq!(status, 401, "{body}");
     let wrong = Post {
         token: Some("wrong-token-wrong-token"),
@@ -414,7 +419,14 @@ async fn webhook_answers_as_the_original_case_by_case() {
 
     // 1. No (or an empty) X-Consul-Index: the original's 407, without a code.
     for index in [None, Some("")] {
-        let (status, body) = webhook(&gw, Post { index, ..Post::default() }).await;
+        let (status, body) = webhook(
+            &gw,
+            Post {
+                index,
+                ..Post::default()
+            },
+        )
+        .await;
         assert_eq!(status, 407, "{index:?}");
         let body: serde_json::Value = serde_json::from_str(&body).expect("json");
         assert_eq!(
@@ -496,7 +508,8 @@ async fn webhook_answers_as_the_original_case_by_case() {
 /// The gateway's `sms_gateway_broadcasts_total` line for `service` and `outcome`.
 fn broadcasts_metric(gw: &Gateway, service: Service, outcome: &str) -> u64 {
     let text = gw.gateway.state.metrics.render();
-    let wanted = format!("sms_gateway_broadcasts_total{{service=\"{service}\",outcome=\"{outcome}\"}} ");
+    let wanted =
+        format!("sms_gateway_broadcasts_total{{service=\"{service}\",outcome=\"{outcome}\"}} ");
     text.lines()
         .find_map(|line| line.strip_prefix(&wanted))
         .and_then(|n| n.trim().parse().ok())
@@ -515,7 +528,9 @@ async fn every_instance_is_told_once_at_start_up_and_once_per_coalesced_change()
     .await;
     all_loaded(&gw).await;
     // Start-up: one broadcast after the first loads.
-    let told = |n: u64| move |e: &sms_gateway::reference::EventLog| Service::ALL.iter().all(|s| e.calls(*s) >= n);
+    let told = |n: u64| {
+        move |e: &sms_gateway::reference::EventLog| Service::ALL.iter().all(|s| e.calls(*s) >= n)
+    };
     tokio::time::timeout(GENEROUS, world.shared.events.wait_until(told(1)))
         .await
         .expect("start-up broadcast");
@@ -545,8 +560,14 @@ async fn every_instance_is_told_once_at_start_up_and_once_per_coalesced_change()
         .await
         .expect("change broadcast");
     tokio::time::timeout(GENEROUS, async {
-        second_auth.events.wait_until(|e| e.calls(Service::Auth) >= 1).await;
-        outing_shared.events.wait_until(|e| e.calls(Service::Outing) >= 1).await;
+        second_auth
+            .events
+            .wait_until(|e| e.calls(Service::Auth) >= 1)
+            .await;
+        outing_shared
+            .events
+            .wait_until(|e| e.calls(Service::Outing) >= 1)
+            .await;
     })
     .await
     .expect("new instances told");
@@ -562,7 +583,9 @@ async fn every_instance_is_told_once_at_start_up_and_once_per_coalesced_change()
         .expect("deregistration broadcast");
     tokio::time::timeout(
         GENEROUS,
-        second_auth.events.wait_until(|e| e.calls(Service::Auth) >= 2),
+        second_auth
+            .events
+            .wait_until(|e| e.calls(Service::Auth) >= 2),
     )
     .await
     .expect("auth-2 told");
@@ -572,7 +595,11 @@ async fn every_instance_is_told_once_at_start_up_and_once_per_coalesced_change()
     // Every call carried the usual metadata; the outcomes are in the metrics.
     for shared in [&world.shared, &second_auth, &outing_shared] {
         for service in Service::ALL {
-            assert_eq!(shared.events.valid_calls(service), shared.events.calls(service), "{service}");
+            assert_eq!(
+                shared.events.valid_calls(service),
+                shared.events.calls(service),
+                "{service}"
+            );
         }
     }
     // A broadcast ends before the next starts, so the first two are counted by now (the
@@ -652,11 +679,21 @@ async fn outage_then_change(
     until_list(gw, Service::Auth, |ids| ids.len() == wanted).await;
     let recovery = back.elapsed();
     // The query that brought the change, then the next one, parked.
-    world
-        .consul
-        .wait_for(|c| blocking_auth_queries(c) >= blocking + 2)
-        .await;
+    within(
+        "the auth watcher parks again",
+        world
+            .consul
+            .wait_for(|c| blocking_auth_queries(c) >= blocking + 2),
+    )
+    .await;
     recovery
+}
+
+/// Awaits `future` for at most [`GENEROUS`]; a hang fails the test, naming `what`.
+async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(GENEROUS, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
 fn blocking_auth_queries(consul: &ConsulDouble) -> usize {
@@ -682,10 +719,11 @@ async fn wake_by_webhook(world: &World, gw: &Gateway, running: &Running, round: 
     world.consul.set_fail_next(1, 500);
     assert_eq!(webhook(gw, post(&sleep_index)).await.0, 200);
     // The watcher's refresh got the 500: it is in back-off now.
-    world
-        .consul
-        .wait_for(|c| refreshes_of_auth(c) > refreshes)
-        .await;
+    within(
+        "the refresh that fails",
+        world.consul.wait_for(|c| refreshes_of_auth(c) > refreshes),
+    )
+    .await;
     if had == 1 {
         world
             .consul
@@ -700,10 +738,13 @@ async fn wake_by_webhook(world: &World, gw: &Gateway, running: &Running, round: 
     until_list(gw, Service::Auth, |ids| ids.len() == wanted).await;
     let woken = posted.elapsed();
     // Parked again in a blocking query before the next round.
-    world
-        .consul
-        .wait_for(|c| blocking_auth_queries(c) > blocking)
-        .await;
+    within(
+        "the auth watcher parks again",
+        world
+            .consul
+            .wait_for(|c| blocking_auth_queries(c) > blocking),
+    )
+    .await;
     woken
 }
 
@@ -763,8 +804,10 @@ async fn measure_recovery_and_webhook_wake_up() {
         .await;
         all_loaded(&gw).await;
         parked(&world).await;
-        for _ in 0..rounds {
-            recovery.push(outage_then_change(&world, &gw, &running, Duration::from_secs(3)).await);
+        for round in 0..rounds {
+            let took = outage_then_change(&world, &gw, &running, Duration::from_secs(3)).await;
+            eprintln!("outage round {round}: {took:?}");
+            recovery.push(took);
         }
     }
     let mut wake = Vec::new();
@@ -774,11 +817,19 @@ async fn measure_recovery_and_webhook_wake_up() {
         all_loaded(&gw).await;
         parked(&world).await;
         for round in 0..rounds {
-            wake.push(wake_by_webhook(&world, &gw, &running, round + 1).await);
+            let took = wake_by_webhook(&world, &gw, &running, round + 1).await;
+            eprintln!("wake round {round}: {took:?}");
+            wake.push(took);
         }
     }
-    println!("consul back after a 3 s outage → change in use: {}", summary(&mut recovery));
-    println!("webhook post → change in use (watcher in back-off): {}", summary(&mut wake));
+    println!(
+        "consul back after a 3 s outage → change in use: {}",
+        summary(&mut recovery)
+    );
+    println!(
+        "webhook post → change in use (watcher in back-off): {}",
+        summary(&mut wake)
+    );
     running.task.abort();
 }
 

@@ -216,7 +216,11 @@ async fn killing_an_instance_with_reads_in_flight_gives_no_client_error() {
 }
 
 /// A raw unary call with valid metadata to `path` on `address`.
-async fn raw_call<Req, Rep>(address: std::net::SocketAddr, path: &'static str, message: Req) -> Result<Rep, tonic::Status>
+async fn raw_call<Req, Rep>(
+    address: std::net::SocketAddr,
+    path: &'static str,
+    message: Req,
+) -> Result<Rep, tonic::Status>
 where
     Req: prost::Message + Send + 'static,
     Rep: prost::Message + Default + Send + 'static,
@@ -236,7 +240,9 @@ where
     );
     metadata.insert(
         "span-context",
-        "4bf92f3577b34da6:a3ce929d0e0e4736:0:1".parse().expect("ascii"),
+        "4bf92f3577b34da6:a3ce929d0e0e4736:0:1"
+            .parse()
+            .expect("ascii"),
     );
     grpc.unary(
         request,
@@ -289,9 +295,16 @@ async fn reference_services_accept_any_package_prefix_like_go_micro() {
     assert_eq!(shared.events.calls(Service::Auth), 1);
     assert_eq!(shared.events.calls(Service::Club), 2);
     // A service the server does not have is still unknown.
-    let unknown: Result<(), _> =
-        raw_call(address(Service::Auth), "/ClubEvent/ChangeAllServiceNodes", ()).await;
-    assert_eq!(unknown.expect_err("unimplemented").code(), tonic::Code::Unimplemented);
+    let unknown: Result<(), _> = raw_call(
+        address(Service::Auth),
+        "/ClubEvent/ChangeAllServiceNodes",
+        (),
+    )
+    .await;
+    assert_eq!(
+        unknown.expect_err("unimplemented").code(),
+        tonic::Code::Unimplemented
+    );
     for running in services {
         running.task.abort();
     }

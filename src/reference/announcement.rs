@@ -597,9 +597,11 @@ impl AnnouncementEvent for Events {
         &self,
         request: Request<pb::Empty>,
     ) -> Result<Response<pb::Empty>, Status> {
-        self.shared
-            .events
-            .record(crate::upstream::Service::Announcement, &self.shared.metadata, &request);
+        self.shared.events.record(
+            crate::upstream::Service::Announcement,
+            &self.shared.metadata,
+            &request,
+        );
         Ok(Response::new(pb::Empty {}))
     }
 }
@@ -610,10 +612,11 @@ pub fn routes(shared: &Shared) -> Routes {
         shared: shared.clone(),
         board: Arc::new(RwLock::new(Board::seeded(&shared.directory))),
     };
-    Routes::new(AnnouncementServiceServer::new(service))
-        .add_service(AnnouncementEventServer::new(Events {
+    Routes::new(AnnouncementServiceServer::new(service)).add_service(AnnouncementEventServer::new(
+        Events {
             shared: shared.clone(),
-        }))
+        },
+    ))
 }
 
 #[cfg(test)]

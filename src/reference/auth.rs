@@ -1123,9 +1123,11 @@ impl AuthEvent for AuthService {
         request: Request<pb_event::Empty>,
     ) -> Result<Response<pb_event::Empty>, Status> {
         // Recorded and counted; the reply carries no status to fail with.
-        self.shared
-            .events
-            .record(crate::upstream::Service::Auth, &self.shared.metadata, &request);
+        self.shared.events.record(
+            crate::upstream::Service::Auth,
+            &self.shared.metadata,
+            &request,
+        );
         Ok(Response::new(pb_event::Empty {}))
     }
 }

@@ -1119,9 +1119,11 @@ impl club_event_server::ClubEvent for ClubService {
         request: Request<pb_event::Empty>,
     ) -> Result<Response<pb_event::Empty>, Status> {
         // `Empty` has no in-band fields to answer 407 with: the call is recorded only.
-        self.shared
-            .events
-            .record(crate::upstream::Service::Club, &self.shared.metadata, &request);
+        self.shared.events.record(
+            crate::upstream::Service::Club,
+            &self.shared.metadata,
+            &request,
+        );
         Ok(Response::new(pb_event::Empty {}))
     }
 }

@@ -769,9 +769,11 @@ impl OutingParents for OutingService {
 impl OutingEvent for OutingService {
     async fn change_all_service_nodes(&self, request: Request<pb::Empty>) -> Answer<pb::Empty> {
         // Empty has no in-band status: the metadata is only recorded.
-        self.shared
-            .events
-            .record(crate::upstream::Service::Outing, &self.shared.metadata, &request);
+        self.shared.events.record(
+            crate::upstream::Service::Outing,
+            &self.shared.metadata,
+            &request,
+        );
         Ok(Response::new(pb::Empty {}))
     }
 }

@@ -90,13 +90,21 @@ mod tests {
             "/auth.AuthStudent/LoginStudentAuth",
             "/dms.sms.auth.student.AuthStudent/LoginStudentAuth",
         ] {
-            assert_eq!(canonical_path(path, names).as_deref(), Some(canonical), "{path}");
+            assert_eq!(
+                canonical_path(path, names).as_deref(),
+                Some(canonical),
+                "{path}"
+            );
         }
         assert_eq!(canonical_path(canonical, names), None);
         assert_eq!(canonical_path("/Nope/LoginStudentAuth", names), None);
         assert_eq!(canonical_path("/AuthStudent", names), None);
         assert_eq!(
-            canonical_path("/club.ClubEvent/ChangeAllServiceNodes", grpc_services(Service::Club)).as_deref(),
+            canonical_path(
+                "/club.ClubEvent/ChangeAllServiceNodes",
+                grpc_services(Service::Club)
+            )
+            .as_deref(),
             Some("/club.event.ClubEvent/ChangeAllServiceNodes")
         );
     }

@@ -464,9 +464,11 @@ impl ScheduleEvent for Events {
         &self,
         request: Request<pb::Empty>,
     ) -> Result<Response<pb::Empty>, Status> {
-        self.shared
-            .events
-            .record(crate::upstream::Service::Schedule, &self.shared.metadata, &request);
+        self.shared.events.record(
+            crate::upstream::Service::Schedule,
+            &self.shared.metadata,
+            &request,
+        );
         Ok(Response::new(pb::Empty {}))
     }
 }

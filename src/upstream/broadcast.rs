@@ -66,7 +66,10 @@ pub fn start(
             changes.notified().await;
             // The start-up broadcast waits for every service's first load (bounded).
             settle(&changes, settings.delay, || {
-                !started_up && !Service::ALL.iter().all(|s| upstreams.pool(*s).snapshot().loaded)
+                !started_up
+                    && !Service::ALL
+                        .iter()
+                        .all(|s| upstreams.pool(*s).snapshot().loaded)
             })
             .await;
             started_up = true;

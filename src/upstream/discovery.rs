@@ -159,7 +159,8 @@ impl Discovery for ConsulDiscovery {
     /// Consul's service names.
     fn service_named(&self, name: &str) -> Option<Service> {
         Service::ALL.into_iter().find(|s| {
-            self.names[s.index()].eq_ignore_ascii_case(name) || s.as_str().eq_ignore_ascii_case(name)
+            self.names[s.index()].eq_ignore_ascii_case(name)
+                || s.as_str().eq_ignore_ascii_case(name)
         })
     }
 }
@@ -210,7 +211,8 @@ impl Watch {
                     tracing::warn!(service = %self.service, consul_name = %self.name, error = %err, retry_in_ms = pause.as_millis() as u64, "consul watch failed; keeping the last good instance list");
                     // Only an unreachable agent is probed; an agent that answers with an
                     // error (403, 429, 500) gets the plain back-off.
-                    let back = matches!(err, ConsulError::Transport(_)).then(|| self.probe.wanted());
+                    let back =
+                        matches!(err, ConsulError::Transport(_)).then(|| self.probe.wanted());
                     let woken = rest(pause, &self.trigger, back).await;
                     tracing::debug!(service = %self.service, ?woken, "watch back-off ended");
                 }
@@ -435,7 +437,10 @@ mod tests {
         // Without a trigger the pause runs out.
         let started = Instant::now();
         let woken = rest(Duration::from_secs(3), &Notify::new(), None).await;
-        assert_eq!((woken, started.elapsed()), (Woken::Elapsed, Duration::from_secs(3)));
+        assert_eq!(
+            (woken, started.elapsed()),
+            (Woken::Elapsed, Duration::from_secs(3))
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -460,7 +465,10 @@ mod tests {
         assert_eq!((a, b), (Woken::ConsulBack, Woken::ConsulBack));
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(3200), "{waited:?}");
-        assert!(waited <= Duration::from_millis(3200) + interval, "{waited:?}");
+        assert!(
+            waited <= Duration::from_millis(3200) + interval,
+            "{waited:?}"
+        );
         // One probe per interval for both watchers, none after the success.
         assert_eq!(attempts.load(Ordering::SeqCst), 7);
         tokio::time::sleep(Duration::from_secs(5)).await;

@@ -99,7 +99,10 @@ impl Webhook {
             return true;
         }
         if seen.len() >= DEDUP_CAPACITY
-            && let Some(oldest) = seen.iter().min_by_key(|(_, at)| **at).map(|(k, _)| k.clone())
+            && let Some(oldest) = seen
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(k, _)| k.clone())
         {
             seen.remove(&oldest);
         }
@@ -147,7 +150,10 @@ pub async fn handle(
         .map(str::to_owned)
         .or(query.service)
         .or_else(|| first_service_name(&body));
-    let target = match named.as_deref().map(|name| webhook.discovery.service_named(name)) {
+    let target = match named
+        .as_deref()
+        .map(|name| webhook.discovery.service_named(name))
+    {
         Some(Some(service)) => Target::One(service),
         Some(None) | None => Target::All,
     };
@@ -184,11 +190,8 @@ fn proxy_required() -> Response {
         "status": 407,
         "message": "please send the request through the proxy",
     });
-    let mut response = (
-        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-        body.to_string(),
-    )
-        .into_response();
+    let mut response =
+        (StatusCode::PROXY_AUTHENTICATION_REQUIRED, body.to_string()).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, json_content_type());
