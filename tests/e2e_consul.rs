@@ -662,20 +662,13 @@ async fn outage_then_change(
     let had = ids(gw, Service::Auth).len();
     world.consul.pause().await;
     assert_eq!(own_info(gw).await, 200, "the last good list serves");
-    if had == 1 {
-        world
-            .consul
-            .register_ttl(AUTH, "auth-2", "127.0.0.1", running.address.port());
-    } else {
-        world.consul.deregister("auth-2");
-    }
+    let wanted = toggle_second_auth(world, running, had);
     // The outage itself (not a synchronisation): the watchers fail and back off.
     tokio::time::sleep(outage).await;
     assert_eq!(own_info(gw).await, 200, "the last good list serves");
     let blocking = blocking_auth_queries(&world.consul);
     world.consul.resume().await;
     let back = Instant::now();
-    let wanted = if had == 1 { 2 } else { 1 };
     until_list(gw, Service::Auth, |ids| ids.len() == wanted).await;
     let recovery = back.elapsed();
     // The query that brought the change, then the next one, parked.
@@ -687,6 +680,20 @@ async fn outage_then_change(
     )
     .await;
     recovery
+}
+
+/// Registers auth-2 when auth has `had` = 1 instance, else deregisters it; returns the
+/// instance count to expect.
+fn toggle_second_auth(world: &World, running: &Running, had: usize) -> usize {
+    if had == 1 {
+        world
+            .consul
+            .register_ttl(AUTH, "auth-2", "127.0.0.1", running.address.port());
+        2
+    } else {
+        world.consul.deregister("auth-2");
+        1
+    }
 }
 
 /// Awaits `future` for at most [`GENEROUS`]; a hang fails the test, naming `what`.
@@ -724,17 +731,10 @@ async fn wake_by_webhook(world: &World, gw: &Gateway, running: &Running, round: 
         world.consul.wait_for(|c| refreshes_of_auth(c) > refreshes),
     )
     .await;
-    if had == 1 {
-        world
-            .consul
-            .register_ttl(AUTH, "auth-2", "127.0.0.1", running.address.port());
-    } else {
-        world.consul.deregister("auth-2");
-    }
+    let wanted = toggle_second_auth(world, running, had);
     let blocking = blocking_auth_queries(&world.consul);
     let posted = Instant::now();
     assert_eq!(webhook(gw, post(&wake_index)).await.0, 200);
-    let wanted = if had == 1 { 2 } else { 1 };
     until_list(gw, Service::Auth, |ids| ids.len() == wanted).await;
     let woken = posted.elapsed();
     // Parked again in a blocking query before the next round.
