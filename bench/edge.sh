@@ -118,17 +118,9 @@ instructions() {
   local bin=$1 out=$WORK/callgrind.$RANDOM total ok
   BIN=$bin start_gateway "$CONFIG" valgrind --tool=callgrind --instr-atstart=no \
     --callgrind-out-file="$out"
-  curl -s -o /dev/null -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$GW_PORT$READ_PATH"
+  sequential 200 >/dev/null
   callgrind_control -i on "$GW_PID" >/dev/null
-  local cfg=$WORK/curl.cfg
-  {
-    echo "header = \"Authorization: Bearer $TOKEN\""
-    for _ in $(seq "$REQUESTS"); do
-      echo "url = \"http://127.0.0.1:$GW_PORT$READ_PATH\""
-      echo 'output = "/dev/null"'
-    done
-  } >"$cfg"
-  ok=$(curl -s --max-time 900 -K "$cfg" -w '%{http_code}\n' | grep -c '^200$' || true)
+  ok=$(sequential "$REQUESTS")
   callgrind_control -i off "$GW_PID" >/dev/null
   kill -TERM "$GW_PID"
   for _ in $(seq 600); do kill -0 "$GW_PID" 2>/dev/null || break; sleep 0.1; done

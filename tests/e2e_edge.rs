@@ -71,6 +71,36 @@ fn closed_count(gw: &Gateway, reason: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Writes `first`, then `next(n)` every `interval`, until the gateway closes the
+/// connection (panics after [`PATIENCE`]); returns what the gateway answered.
+async fn send_until_cut(
+    stream: TcpStream,
+    first: &'static [u8],
+    interval: Duration,
+    next: impl Fn(usize) -> Vec<u8> + Send + 'static,
+) -> Vec<u8> {
+    let (mut read, mut write) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        if write.write_all(first).await.is_err() {
+            return;
+        }
+        for n in 0.. {
+            if write.write_all(&next(n)).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(interval).await;
+        }
+    });
+    let mut got = Vec::new();
+    // A reset after the answer (the writer kept sending) still leaves the answer read.
+    tokio::time::timeout(PATIENCE, read.read_to_end(&mut got))
+        .await
+        .expect("the gateway cut the client")
+        .ok();
+    writer.abort();
+    got
+}
+
 async fn short_timeouts() -> Gateway {
     Gateway::start_with(Default::default(), |config| {
         config.http.header_timeout = Duration::from_secs(1);
@@ -102,25 +132,10 @@ async fn a_slow_request_head_gets_408_and_the_connection_closes() {
         .write_all(b"GET /ping HTTP/1.1\r\nHost: gateway\r\n")
         .await
         .expect("write");
-    let (mut read, mut write) = trickle.into_split();
-    let writer = tokio::spawn(async move {
-        for line in 0..600 {
-            if write
-                .write_all(format!("X-Line-{line}: x\r\n").as_bytes())
-                .await
-                .is_err()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
-    let mut got = Vec::new();
-    tokio::time::timeout(PATIENCE, read.read_to_end(&mut got))
-        .await
-        .expect("the trickling client is cut")
-        .ok();
-    writer.abort();
+    let got = send_until_cut(trickle, b"", Duration::from_millis(50), |line| {
+        format!("X-Line-{line}: x\r\n").into_bytes()
+    })
+    .await;
     assert_eq!(parse(&got).0, 408);
     assert!(closed_count(&gw, "header_timeout") >= 2);
 }
@@ -151,26 +166,12 @@ async fn an_endless_chunked_body_gets_408() {
     })
     .await;
     let stream = connect_from(ip("127.0.0.1"), gw.address).await;
-    let (mut read, mut write) = stream.into_split();
-    let writer = tokio::spawn(async move {
-        let head = b"POST /v1/login/student HTTP/1.1\r\nHost: gateway\r\n\
-                     Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
-        if write.write_all(head).await.is_err() {
-            return;
-        }
-        for _ in 0..6000 {
-            if write.write_all(b"1\r\n \r\n").await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    });
-    let mut got = Vec::new();
-    tokio::time::timeout(PATIENCE, read.read_to_end(&mut got))
-        .await
-        .expect("the endless body is cut")
-        .ok();
-    writer.abort();
+    let head = b"POST /v1/login/student HTTP/1.1\r\nHost: gateway\r\n\
+                 Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let got = send_until_cut(stream, head, Duration::from_millis(5), |_| {
+        b"1\r\n \r\n".to_vec()
+    })
+    .await;
     let (status, body) = parse(&got);
     assert_eq!(status, 408, "{body}");
     support::assert_envelope(408, &body);

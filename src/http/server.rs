@@ -582,13 +582,12 @@ impl AsyncRead for SharedTcp {
     ) -> Poll<io::Result<()>> {
         loop {
             std::task::ready!(self.tcp.poll_read_ready(cx))?;
-            let unfilled = buf.initialize_unfilled();
-            match self.tcp.try_read(unfilled) {
+            // Reads into the uninitialised part of hyper's buffer (no zeroing).
+            match self.tcp.try_read_buf(buf) {
                 Ok(n) => {
                     if n > 0 {
                         self.conn.pending.store(true, Ordering::Release);
                     }
-                    buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
