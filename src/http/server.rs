@@ -33,6 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use prometheus_client::metrics::counter::Counter;
 use tower::ServiceExt;
 
 use super::body::{BodyTimeouts, TimedBody};
@@ -275,11 +276,20 @@ struct Server {
     refusal: Vec<u8>,
     /// The 408 written when a request head is not complete in time.
     head_timeout: Vec<u8>,
+    /// `connections_closed_total{reason="body_timeout"}`, resolved once.
+    body_timeouts: Counter,
 }
 
 impl Server {
     fn new(settings: ServerSettings, metrics: Arc<Metrics>) -> Self {
+        let body_timeouts = metrics
+            .connections_closed
+            .get_or_create(&ReasonLabels {
+                reason: "body_timeout",
+            })
+            .clone();
         Self {
+            body_timeouts,
             settings,
             open: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
@@ -383,7 +393,7 @@ impl Drop for Slot {
 
 /// What a connection's requests and its socket tell its watchdog.
 #[derive(Debug)]
-pub(crate) struct ConnShared {
+struct ConnShared {
     server: Arc<Server>,
     peer: SocketAddr,
     born: Instant,
@@ -403,9 +413,6 @@ impl ConnShared {
         })
     }
 
-    pub(crate) fn body_timed_out(&self) {
-        self.server.closed("body_timeout");
-    }
 }
 
 /// A request in flight on its connection.
@@ -537,7 +544,8 @@ async fn handle(conn: Arc<ConnShared>, router: Router, request: Request<Incoming
     }
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(ConnectInfo(conn.peer));
-    let body = Body::new(TimedBody::new(body, settings.body, conn.clone()));
+    let timeouts = conn.server.body_timeouts.clone();
+    let body = Body::new(TimedBody::new(body, settings.body, timeouts));
     match router.oneshot(Request::from_parts(parts, body)).await {
         Ok(response) => response,
         Err(never) => match never {},
