@@ -472,7 +472,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let mut settings = ServerSettings::new(&Default::default(), &Default::default());
     settings.shutdown_grace = grace;
-    serve_with(listener, router, shutdown, settings, Arc::new(Metrics::new())).await
+    serve_with(
+        listener,
+        router,
+        shutdown,
+        settings,
+        Arc::new(Metrics::new()),
+    )
+    .await
 }
 
 /// Serves `router` on `listener` with `settings`, counting connections in `metrics`.

@@ -582,7 +582,10 @@ impl Config {
             ("http.body_read_timeout", self.http.body_read_timeout),
             ("http.body_timeout", self.http.body_timeout),
             ("http.idle_timeout", self.http.idle_timeout),
-            ("http.h2_keepalive_interval", self.http.h2_keepalive_interval),
+            (
+                "http.h2_keepalive_interval",
+                self.http.h2_keepalive_interval,
+            ),
             ("http.h2_keepalive_timeout", self.http.h2_keepalive_timeout),
         ] {
             if value.is_zero() {
@@ -592,7 +595,10 @@ impl Config {
         for (key, value) in [
             ("http.max_header_bytes", self.http.max_header_bytes),
             ("http.max_headers", self.http.max_headers),
-            ("http.max_connections_per_ip", self.http.max_connections_per_ip),
+            (
+                "http.max_connections_per_ip",
+                self.http.max_connections_per_ip,
+            ),
             (
                 "http.h2_max_concurrent_streams",
                 self.http.h2_max_concurrent_streams as usize,

@@ -322,16 +322,27 @@ async fn invented_methods_leave_metrics_bounded() {
         let method = reqwest::Method::from_bytes(format!("INVENTED{n:0>40}").as_bytes())
             .expect("token method");
         let (status, _) = gw
-            .send(gw.client.request(method, gw.url(&format!("/v1/no/such/{n}"))))
+            .send(
+                gw.client
+                    .request(method, gw.url(&format!("/v1/no/such/{n}"))),
+            )
             .await;
         assert!((400..500).contains(&status), "{status}");
     }
     let text = metrics_text(&gw);
-    assert!(!text.contains("INVENTED"), "a client-chosen method became a label");
+    assert!(
+        !text.contains("INVENTED"),
+        "a client-chosen method became a label"
+    );
     assert!(text.contains(r#"method="_OTHER""#), "{text}");
     assert!(!text.contains("/v1/no/such"), "a raw path became a label");
     // One new series per (label set), not per request.
-    assert!(text.len() < before + 8 * 1024, "{} -> {}", before, text.len());
+    assert!(
+        text.len() < before + 8 * 1024,
+        "{} -> {}",
+        before,
+        text.len()
+    );
 }
 
 /// The gateway binary with 256 descriptors: one IP holding 300 half-sent requests
@@ -368,7 +379,8 @@ fn a_low_descriptor_limit_still_serves_others() {
         for _ in 0..300 {
             // The kernel completes the handshake from its backlog: every connect
             // succeeds; the gateway admits its cap and closes the rest.
-            let Ok(mut stream) = tokio::time::timeout(PATIENCE, connect_from(ip("127.0.0.2"), gateway)).await
+            let Ok(mut stream) =
+                tokio::time::timeout(PATIENCE, connect_from(ip("127.0.0.2"), gateway)).await
             else {
                 return Err("connect timed out");
             };

@@ -82,9 +82,7 @@ where
         }
         if !this.armed {
             let now = Instant::now();
-            let total = *this
-                .total_deadline
-                .get_or_insert(now + this.limits.total);
+            let total = *this.total_deadline.get_or_insert(now + this.limits.total);
             let deadline = total.min(now + this.limits.gap);
             match &mut this.timer {
                 Some(timer) => timer.as_mut().reset(deadline),
@@ -154,8 +152,10 @@ mod tests {
     async fn cut_after(body: Trickle, limits: BodyTimeouts) -> (Duration, Counter) {
         let counter = Counter::default();
         let started = Instant::now();
-        let result = TimedBody::new(body, limits, counter.clone()).collect().await;
-        let err = result.err().expect("the body is cut");
+        let result = TimedBody::new(body, limits, counter.clone())
+            .collect()
+            .await;
+        let err = result.expect_err("the body is cut");
         assert!(err.is::<BodyTimedOut>(), "{err}");
         (started.elapsed(), counter)
     }

@@ -182,9 +182,9 @@ impl GatewayError {
                 format!("request body is larger than the limit of {limit} bytes")
             }
             Self::BodyTimeout => "the request body was not received in time".to_owned(),
-            Self::HeadersTooLarge { bytes, count } => format!(
-                "request headers are too large (at most {bytes} bytes and {count} fields)"
-            ),
+            Self::HeadersTooLarge { bytes, count } => {
+                format!("request headers are too large (at most {bytes} bytes and {count} fields)")
+            }
             Self::RateLimited { .. } => "too many requests, please retry later".to_owned(),
             Self::Blocked { .. } => {
                 "unusual request was detected. Please try again after a minute".to_owned()

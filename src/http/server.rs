@@ -29,18 +29,18 @@ use axum::response::IntoResponse;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use prometheus_client::metrics::counter::Counter;
 use tower::ServiceExt;
 
 use super::body::{BodyTimeouts, TimedBody};
 use super::error::{GatewayError, envelope_bytes};
 use crate::config::{Config, HttpConfig};
-use crate::guard::config::GuardConfig;
 use crate::guard::client_ip::TrustedProxies;
+use crate::guard::config::GuardConfig;
 use crate::guard::ip_table::IpKey;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::ReasonLabels;
@@ -314,7 +314,8 @@ impl Server {
         }
         // A trusted proxy carries many clients: only the global cap applies to it
         // (its clients are still counted per IP by the request guard).
-        let key = (!settings.proxies.contains(peer)).then(|| IpKey::new(peer, settings.ipv6_prefix));
+        let key =
+            (!settings.proxies.contains(peer)).then(|| IpKey::new(peer, settings.ipv6_prefix));
         if let Some(key) = key {
             let mut table = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
             let count = table.entry(key).or_insert(0);
@@ -412,7 +413,6 @@ impl ConnShared {
             self.born + Duration::from_millis(self.last_done_ms.load(Ordering::Acquire)) + idle
         })
     }
-
 }
 
 /// A request in flight on its connection.
@@ -529,7 +529,11 @@ fn connection_error(
 }
 
 /// One request: head limits, then the router with the peer address and a timed body.
-async fn handle(conn: Arc<ConnShared>, router: Router, request: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    conn: Arc<ConnShared>,
+    router: Router,
+    request: Request<Incoming>,
+) -> Response<Body> {
     let _active = Active::start(&conn);
     let settings = &conn.server.settings;
     if let Err(err) = check_head(&request, settings.max_header_bytes, settings.max_headers) {
@@ -554,7 +558,11 @@ async fn handle(conn: Arc<ConnShared>, router: Router, request: Request<Incoming
 
 /// 431 when the request head is over `max_bytes` (request target + header names and
 /// values) or holds more than `max_count` fields.
-fn check_head<B>(request: &Request<B>, max_bytes: usize, max_count: usize) -> Result<(), GatewayError> {
+fn check_head<B>(
+    request: &Request<B>,
+    max_bytes: usize,
+    max_count: usize,
+) -> Result<(), GatewayError> {
     let headers = request.headers();
     let too_large = GatewayError::HeadersTooLarge {
         bytes: max_bytes,
@@ -563,7 +571,10 @@ fn check_head<B>(request: &Request<B>, max_bytes: usize, max_count: usize) -> Re
     if headers.len() > max_count {
         return Err(too_large);
     }
-    let target = request.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
     let mut size = target + request.method().as_str().len();
     for (name, value) in headers {
         // ": " and CRLF of each line.
@@ -695,11 +706,17 @@ mod tests {
 
     #[test]
     fn raw_answers_are_complete_http_responses() {
-        let raw = String::from_utf8(raw_response(StatusCode::REQUEST_TIMEOUT, "late"))
-            .expect("utf-8");
+        let raw =
+            String::from_utf8(raw_response(StatusCode::REQUEST_TIMEOUT, "late")).expect("utf-8");
         let (head, body) = raw.split_once("\r\n\r\n").expect("head and body");
-        assert!(head.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{head}");
-        assert!(head.contains(&format!("content-length: {}", body.len())), "{head}");
+        assert!(
+            head.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
         let json: serde_json::Value = serde_json::from_str(body).expect("json");
         assert_eq!(json["status"], 408);
     }

@@ -308,12 +308,20 @@ mod tests {
     #[test]
     fn invented_methods_share_one_label() {
         let metrics = Metrics::new();
-        for method in ["BREW", "PROPFIND", "get", "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"] {
+        for method in [
+            "BREW",
+            "PROPFIND",
+            "get",
+            "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX",
+        ] {
             metrics.observe_request(method, "unmatched", 405, Duration::ZERO);
         }
         metrics.observe_request("PATCH", "unmatched", 405, Duration::ZERO);
         let text = metrics.render();
-        assert!(text.contains(r#"method="_OTHER",route="unmatched",status="405"} 4"#), "{text}");
+        assert!(
+            text.contains(r#"method="_OTHER",route="unmatched",status="405"} 4"#),
+            "{text}"
+        );
         assert!(text.contains(r#"method="PATCH""#), "{text}");
         assert!(!text.contains("BREW"), "{text}");
     }
