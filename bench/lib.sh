@@ -212,3 +212,17 @@ start_redis() {
 
 READ_PATH=/v1/outings/uuid/outing-000000000002 # reference::outing::APPROVED_OUTING
 STUDENT=student-000000000001                   # reference::seed::STUDENT_UUID
+
+# Sends $1 sequential requests of the uncached read over one kept-alive connection (curl
+# with a config file); prints how many answered 200.
+sequential() {
+  local config=$WORK/curl.cfg
+  {
+    echo "header = \"Authorization: Bearer $TOKEN\""
+    for _ in $(seq "$1"); do
+      echo "url = \"http://127.0.0.1:$GW_PORT$READ_PATH\""
+      echo 'output = "/dev/null"'
+    done
+  } >"$config"
+  curl -s --max-time 600 -K "$config" -w '%{http_code}\n' | grep -c '^200$' || true
+}

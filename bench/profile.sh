@@ -117,20 +117,6 @@ FRAMES
     awk -F'\t' 'NR <= 20 { sub(/ - -$/, "", $2); gsub(/\|/, "\\|", $2); printf "| %s | `%s` |\n", $1, substr($2, 1, 110) }'
 }
 
-# Sends $1 sequential requests of the uncached read over one kept-alive connection (curl
-# with a config file); prints how many answered 200.
-sequential() {
-  local config=$WORK/curl.cfg
-  {
-    echo "header = \"Authorization: Bearer $TOKEN\""
-    for _ in $(seq "$1"); do
-      echo "url = \"http://127.0.0.1:$GW_PORT$READ_PATH\""
-      echo 'output = "/dev/null"'
-    done
-  } >"$config"
-  curl -s --max-time 600 -K "$config" -w '%{http_code}\n' | grep -c '^200$' || true
-}
-
 callgrind_part() {
   if ! command -v valgrind >/dev/null 2>&1; then
     echo "valgrind is not installed: skipped."

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,6 @@ use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, post};
-use axum::serve::ListenerExt;
 use opentelemetry::trace::TraceContextExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -34,7 +32,8 @@ use crate::guard::{Guard, GuardConfigError};
 use crate::http::GatewayError;
 use crate::http::error::Failure;
 use crate::http::request_id::{MakeUuid, X_REQUEST_ID};
-use crate::telemetry::metrics::{CacheLabels, RejectionLabels};
+use crate::http::server::ServerSettings;
+use crate::telemetry::metrics::{CacheLabels, RejectionLabels, method_label};
 use crate::telemetry::record::{self, RecordCell, RequestRecord};
 use crate::telemetry::{Metrics, propagation};
 use crate::upstream::broadcast::{self, BroadcastSettings};
@@ -377,7 +376,7 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         "request",
         otel.name = route,
         otel.kind = "server",
-        http.request.method = %method,
+        http.request.method = method_label(method.as_str()),
         http.route = route,
         http.response.status_code = tracing::field::Empty,
         request.id = %request_id,
@@ -475,7 +474,8 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     response
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests
+/// Serves `router` on `listener` with the default edge limits (see
+/// [`crate::http::server`]) until `shutdown` resolves, then lets in-flight requests
 /// finish for at most `grace`.
 pub async fn serve(
     listener: TcpListener,
@@ -483,38 +483,27 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let signalled = async move {
-        shutdown.await;
-        let _sent = stop_tx.send(true);
-    };
-    // Responses are single small writes: don't let Nagle hold them back.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(%err, "cannot set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(
+    let mut settings = ServerSettings::new(&Default::default(), &Default::default());
+    settings.shutdown_grace = grace;
+    serve_with(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        router,
+        shutdown,
+        settings,
+        Arc::new(Metrics::new()),
     )
-    .with_graceful_shutdown(signalled);
-    let mut stop = stop_rx;
-    let deadline = async move {
-        // Resolves `grace` after the shutdown signal.
-        if stop.wait_for(|stopped| *stopped).await.is_ok() {
-            tokio::time::sleep(grace).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        result = server => result,
-        () = deadline => {
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight requests did not finish in time; stopping");
-            Ok(())
-        }
-    }
+    .await
+}
+
+/// Serves `router` on `listener` with `settings`, counting connections in `metrics`.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    settings: ServerSettings,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<()> {
+    crate::http::server::serve(listener, router, shutdown, settings, metrics).await
 }
 
 /// Resolves on SIGINT or SIGTERM.

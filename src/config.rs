@@ -271,6 +271,57 @@ pub struct HttpConfig {
     /// How long in-flight requests may take to finish at shutdown. Default 10s.
     #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// HTTP/1.1: time to receive a request's complete head (request line and
+    /// headers), counted from the first read; a kept-alive connection waits for its next
+    /// request under the same limit. Past it: 408 envelope when part of a request
+    /// arrived, else the connection is closed. Default 30s (nginx
+    /// `client_header_timeout` 60s).
+    #[serde(default = "defaults::header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Longest pause between two reads of a request body (408 past it). Default 15s
+    /// (nginx `client_body_timeout` 60s).
+    #[serde(default = "defaults::body_read_timeout", with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Longest time to receive a whole request body, however it trickles (408 past
+    /// it). Default 60s.
+    #[serde(default = "defaults::body_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// A connection (HTTP/1.1 or HTTP/2) with no request in flight for this long is
+    /// closed (HTTP/2: GOAWAY). Default 60s (nginx `keepalive_timeout` 75s, Envoy
+    /// `idle_timeout` 1h).
+    #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// HTTP/2: interval of keep-alive PINGs on a quiet connection. Default 30s.
+    #[serde(default = "defaults::h2_keepalive_interval", with = "humantime_serde")]
+    pub h2_keepalive_interval: Duration,
+    /// HTTP/2: a PING not acknowledged within this closes the connection. Default 10s.
+    #[serde(default = "defaults::h2_keepalive_timeout", with = "humantime_serde")]
+    pub h2_keepalive_timeout: Duration,
+    /// HTTP/2: concurrent streams per connection. Default 100 (Envoy's edge advice).
+    #[serde(default = "defaults::h2_max_concurrent_streams")]
+    pub h2_max_concurrent_streams: u32,
+    /// Largest request head in bytes (request line + header names and values), 431
+    /// envelope above. Default 65536 (Envoy `max_request_headers_kb` 60 KiB).
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Most header fields in one request, 431 envelope above. Default 100 (Envoy
+    /// `max_headers_count` 100).
+    #[serde(default = "defaults::max_headers")]
+    pub max_headers: usize,
+    /// Open client connections at most; more are accepted and closed at once. Default:
+    /// the process's open-file limit minus `fd_reserve` (at most 65536).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Descriptors kept free of client connections for upstream channels, Redis,
+    /// Consul, logs and listeners when `max_connections` is derived. Default 128.
+    #[serde(default = "defaults::fd_reserve")]
+    pub fd_reserve: usize,
+    /// Open connections per client IP (IPv6 per `guard.ip.ipv6_prefix`, /64 by
+    /// default), and never more than half of `max_connections`. Peers inside
+    /// `guard.trusted_proxies` carry many clients and are exempt (the global cap still
+    /// holds). Default 256.
+    #[serde(default = "defaults::max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for HttpConfig {
@@ -279,6 +330,18 @@ impl Default for HttpConfig {
             body_limit: defaults::body_limit(),
             cors_origins: defaults::cors_origins(),
             shutdown_grace: defaults::shutdown_grace(),
+            header_timeout: defaults::header_timeout(),
+            body_read_timeout: defaults::body_read_timeout(),
+            body_timeout: defaults::body_timeout(),
+            idle_timeout: defaults::idle_timeout(),
+            h2_keepalive_interval: defaults::h2_keepalive_interval(),
+            h2_keepalive_timeout: defaults::h2_keepalive_timeout(),
+            h2_max_concurrent_streams: defaults::h2_max_concurrent_streams(),
+            max_header_bytes: defaults::max_header_bytes(),
+            max_headers: defaults::max_headers(),
+            max_connections: None,
+            fd_reserve: defaults::fd_reserve(),
+            max_connections_per_ip: defaults::max_connections_per_ip(),
         }
     }
 }
@@ -376,6 +439,39 @@ mod defaults {
     }
     pub fn shutdown_grace() -> Duration {
         Duration::from_secs(10)
+    }
+    pub fn header_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn body_read_timeout() -> Duration {
+        Duration::from_secs(15)
+    }
+    pub fn body_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn h2_keepalive_interval() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn h2_keepalive_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn h2_max_concurrent_streams() -> u32 {
+        100
+    }
+    pub fn max_header_bytes() -> usize {
+        64 * 1024
+    }
+    pub fn max_headers() -> usize {
+        100
+    }
+    pub fn fd_reserve() -> usize {
+        128
+    }
+    pub fn max_connections_per_ip() -> usize {
+        256
     }
     pub fn connect_timeout() -> Duration {
         Duration::from_secs(2)
@@ -516,6 +612,40 @@ impl Config {
         }
         if self.http.body_limit == 0 {
             return Err(invalid("http.body_limit", "must be greater than 0"));
+        }
+        for (key, value) in [
+            ("http.header_timeout", self.http.header_timeout),
+            ("http.body_read_timeout", self.http.body_read_timeout),
+            ("http.body_timeout", self.http.body_timeout),
+            ("http.idle_timeout", self.http.idle_timeout),
+            (
+                "http.h2_keepalive_interval",
+                self.http.h2_keepalive_interval,
+            ),
+            ("http.h2_keepalive_timeout", self.http.h2_keepalive_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        for (key, value) in [
+            ("http.max_header_bytes", self.http.max_header_bytes),
+            ("http.max_headers", self.http.max_headers),
+            (
+                "http.max_connections_per_ip",
+                self.http.max_connections_per_ip,
+            ),
+            (
+                "http.h2_max_concurrent_streams",
+                self.http.h2_max_concurrent_streams as usize,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.http.max_connections == Some(0) {
+            return Err(invalid("http.max_connections", "must be greater than 0"));
         }
         for origin in &self.http.cors_origins {
             if origin != "*" && http::HeaderValue::from_str(origin).is_err() {

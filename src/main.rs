@@ -12,6 +12,7 @@ use humantime_serde::re::humantime;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use sms_gateway::app;
 use sms_gateway::config::{Config, LogConfig, LogFormat, ProcessEnv};
+use sms_gateway::http::server::ServerSettings;
 use sms_gateway::reference::{self, Options, Shared, registration};
 use sms_gateway::telemetry;
 use sms_gateway::upstream::Service;
@@ -180,11 +181,12 @@ async fn gateway(config: Config, listener: TcpListener) -> Result<()> {
     let gateway = app::build(&config)?;
     let address = listener.local_addr()?;
     tracing::info!(%address, discovery = ?config.discovery.mode, "gateway listening");
-    app::serve(
+    app::serve_with(
         listener,
         gateway.router.clone(),
         app::shutdown_signal(),
-        config.http.shutdown_grace,
+        ServerSettings::from_config(&config),
+        gateway.state.metrics.clone(),
     )
     .await?;
     tracing::info!("gateway stopped");

@@ -440,6 +440,7 @@ fn responses(endpoint: &Endpoint, has_body: bool, cached: bool) -> Value {
         refer("413", "PayloadTooLarge");
     }
     refer("429", "TooManyRequests");
+    refer("431", "HeadersTooLarge");
     refer("503", "ServiceUnavailable");
     refer("default", "Relayed");
     responses
@@ -530,7 +531,10 @@ fn error_responses() -> Value {
             answers 404 with code 0 for a path it does not serve."),
         "MethodNotAllowed": envelope(405, &[0], "The path exists with other methods (code 0)."),
         "RequestTimeout": envelope(408, &[0], "The backend did not answer within the \
-            endpoint's deadline (code 0)."),
+            endpoint's deadline, or the client did not send its request head or body in \
+            time (code 0)."),
+        "HeadersTooLarge": envelope(431, &[0], "The request head is larger than the \
+            gateway's limit, in bytes or header fields (code 0)."),
         "PayloadTooLarge": envelope(413, &[0], "The body is larger than the gateway's limit \
             (code 0)."),
         "TooManyRequests": too_many,

@@ -48,6 +48,12 @@ pub enum GatewayError {
     /// 413: the body is larger than the configured limit.
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// 408: the client did not send its request body in time (`http.body_*timeout`).
+    #[error("request body not received in time")]
+    BodyTimeout,
+    /// 431: the request head is over `http.max_header_bytes` or `http.max_headers`.
+    #[error("request headers too large")]
+    HeadersTooLarge { bytes: usize, count: usize },
     /// 429: too many requests; the client may retry after the given time.
     #[error("too many requests")]
     RateLimited { retry_after: Duration },
@@ -136,6 +142,8 @@ impl GatewayError {
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NoHealthyInstance { .. } | Self::BreakerOpen { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -172,6 +180,10 @@ impl GatewayError {
             }
             Self::PayloadTooLarge { limit } => {
                 format!("request body is larger than the limit of {limit} bytes")
+            }
+            Self::BodyTimeout => "the request body was not received in time".to_owned(),
+            Self::HeadersTooLarge { bytes, count } => {
+                format!("request headers are too large (at most {bytes} bytes and {count} fields)")
             }
             Self::RateLimited { .. } => "too many requests, please retry later".to_owned(),
             Self::Blocked { .. } => {

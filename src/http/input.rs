@@ -112,6 +112,9 @@ fn body_error(err: &(dyn std::error::Error + 'static), limit: usize) -> GatewayE
         if current.is::<http_body_util::LengthLimitError>() {
             return GatewayError::PayloadTooLarge { limit };
         }
+        if current.is::<super::body::BodyTimedOut>() {
+            return GatewayError::BodyTimeout;
+        }
         source = current.source();
     }
     GatewayError::bind("request body", err)

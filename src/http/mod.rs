@@ -1,9 +1,11 @@
 //! HTTP-side pieces shared by every endpoint: the error type and its envelope, request
 //! input reading (query, JSON, multipart) and the request id.
 
+pub mod body;
 pub mod error;
 pub mod form;
 pub mod input;
 pub mod request_id;
+pub mod server;
 
 pub use error::GatewayError;

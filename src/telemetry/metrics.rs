@@ -13,10 +13,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-/// `route` = the matched route template (or `unmatched`).
+/// `route` = the matched route template (or `unmatched`); `method` one of
+/// [`method_label`]'s names.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
+    pub method: &'static str,
     pub route: String,
     pub status: u16,
 }
@@ -66,6 +67,30 @@ pub struct RejectionLabels {
     pub service: &'static str,
 }
 
+/// Why a connection was refused (`global_cap`, `ip_cap`) or closed (`header_timeout`,
+/// `body_timeout`, `idle_timeout`, `header_too_large`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// The metric label of an HTTP method: the standard methods (RFC 9110, RFC 5789) by
+/// name, anything a client invents as `_OTHER`, so the label set stays closed.
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "CONNECT" => "CONNECT",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "PATCH" => "PATCH",
+        _ => "_OTHER",
+    }
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs … ~13 s.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -91,6 +116,9 @@ pub struct Metrics {
     pub instances: Family<ServiceLabels, Gauge>,
     pub broadcasts: Family<BroadcastLabels, Counter>,
     pub redis_errors: Counter,
+    pub connections_open: Gauge,
+    pub connections_refused: Family<ReasonLabels, Counter>,
+    pub connections_closed: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -122,6 +150,24 @@ impl Metrics {
         let instances = Family::<ServiceLabels, Gauge>::default();
         let broadcasts = Family::<BroadcastLabels, Counter>::default();
         let redis_errors = Counter::default();
+        let connections_open = Gauge::default();
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_open",
+            "Open client connections on the public listener",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Client connections refused at a cap (global_cap, ip_cap)",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Client connections or requests cut by a limit (header_timeout, body_timeout, idle_timeout, header_too_large)",
+            connections_closed.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by method, route template and status",
@@ -202,14 +248,18 @@ impl Metrics {
             instances,
             broadcasts,
             redis_errors,
+            connections_open,
+            connections_refused,
+            connections_closed,
         }
     }
 
-    /// Counts one answered request.
+    /// Counts one answered request; `method` is any method, labelled by
+    /// [`method_label`].
     pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         self.requests
             .get_or_create(&RequestLabels {
-                method: method.to_owned(),
+                method: method_label(method),
                 route: route.to_owned(),
                 status,
             })
@@ -269,6 +319,27 @@ mod tests {
         assert!(text.contains(r#"sms_gateway_upstream_calls_total{service="outing",instance="127.0.0.1:1",outcome="ok"} 1"#), "{text}");
         assert!(text.contains("sms_gateway_http_request_duration_seconds_bucket"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        let metrics = Metrics::new();
+        for method in [
+            "BREW",
+            "PROPFIND",
+            "get",
+            "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX",
+        ] {
+            metrics.observe_request(method, "unmatched", 405, Duration::ZERO);
+        }
+        metrics.observe_request("PATCH", "unmatched", 405, Duration::ZERO);
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"method="_OTHER",route="unmatched",status="405"} 4"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"method="PATCH""#), "{text}");
+        assert!(!text.contains("BREW"), "{text}");
     }
 
     #[test]

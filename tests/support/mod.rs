@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use sms_gateway::app;
 use sms_gateway::auth::{JwtKeys, TokenLifetimes};
 use sms_gateway::config::Config;
+use sms_gateway::http::server::ServerSettings;
 use sms_gateway::reference::{self, Options, Shared};
 use sms_gateway::upstream::Service;
 use tokio::net::TcpListener;
@@ -107,13 +108,14 @@ impl Gateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(app::serve(
+        tokio::spawn(app::serve_with(
             listener,
             router,
             async move {
                 let _ = stopped.await;
             },
-            config.http.shutdown_grace,
+            ServerSettings::from_config(&config),
+            gateway.state.metrics.clone(),
         ));
         let keys = JwtKeys::new(
             SECRET.as_bytes(),
