@@ -25,6 +25,7 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::cache::{self, Cache, Entry, Outcome, Plan, ReadCache, Role, Values, X_CACHE, XCache};
 use crate::endpoints::{Adapter, Call, Endpoint, Idempotency, InBand, PathParams, Rpc, Success};
+use crate::guard::{LoginAttempt, LoginOutcome};
 use crate::http::error::json_content_type;
 use crate::http::{GatewayError, input};
 use crate::telemetry::record;
@@ -97,6 +98,10 @@ impl<A: Adapter> Handler for Typed<A> {
         Box::pin(async move {
             // The query is kept for cache keys (a cheap, shared copy of the URI).
             let uri = request.uri().clone();
+            let login_client = self
+                .adapter
+                .login_kind()
+                .map(|kind| (kind, state.guard.client_of(&request)));
             let input = bind::<A::Input>(endpoint, request, state.body_limit).await?;
             // 4. the per-service rate limit (429): refused before the cache and the backend.
             record::update(|r| r.service = Some(endpoint.service.as_str()));
@@ -113,6 +118,13 @@ impl<A: Adapter> Handler for Typed<A> {
             if let Err(limited) = limit.await {
                 return Ok(limited.into_response());
             }
+            // 4b. the login throttle (429), on login endpoints only.
+            let login = login_client.map(|(kind, client)| {
+                LoginAttempt::new(kind, self.adapter.login_id(&input), client)
+            });
+            if let Some(attempt) = &login {
+                state.guard.login().admit(attempt).await?;
+            }
             let call = Call {
                 principal: ctx.principal.as_ref(),
                 params: &ctx.params,
@@ -126,14 +138,25 @@ impl<A: Adapter> Handler for Typed<A> {
             // Nothing of the call is built before the cache stage asks for it: a hit
             // costs no request message.
             let upstream = async {
-                let message = self.adapter.request(&call, input);
-                let reply: A::Reply = state
-                    .upstreams
-                    .call(&self.target(endpoint), message, &ctx.meta)
-                    .await?;
-                let status = success_status(endpoint.rpc.name, &reply)?;
-                let success = self.adapter.success(&call, reply)?;
-                Ok(Entry::new(status, success_body(status, success)))
+                let outcome = async {
+                    // 5. overload shedding (503): a bounded number of calls per service
+                    // in flight, held until the reply is mapped; a cache hit takes none.
+                    let _slot = state.shed.admit(endpoint.service).await?;
+                    let message = self.adapter.request(&call, input);
+                    let reply: A::Reply = state
+                        .upstreams
+                        .call(&self.target(endpoint), message, &ctx.meta)
+                        .await?;
+                    let status = success_status(endpoint.rpc.name, &reply)?;
+                    let success = self.adapter.success(&call, reply)?;
+                    Ok(Entry::new(status, success_body(status, success)))
+                }
+                .await;
+                if let Some(attempt) = &login {
+                    let how = LoginOutcome::of(&outcome);
+                    state.guard.login().settle(attempt, how).await;
+                }
+                outcome
             };
             Ok(through_cache(state, endpoint, &values, upstream).await)
         })

@@ -60,6 +60,13 @@ pub enum GatewayError {
         service: &'static str,
         detail: String,
     },
+    /// 503 / -301: the service already has as many calls in flight and waiting as its
+    /// overload bounds allow ([`crate::upstream::shed`]); the backend was not called.
+    #[error("too many calls in flight to the {service} service")]
+    Overloaded { service: &'static str },
+    /// 429: too many failed logins for this account ([`crate::guard::login`]).
+    #[error("too many failed logins")]
+    LoginThrottled { retry_after: Duration },
     /// 503 / -302: the chosen instance's breaker is open.
     #[error("circuit breaker is open (service id: {instance})")]
     BreakerOpen {
@@ -136,8 +143,8 @@ impl GatewayError {
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::NoHealthyInstance { .. } | Self::BreakerOpen { .. } => {
+            Self::RateLimited { .. } | Self::LoginThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::NoHealthyInstance { .. } | Self::BreakerOpen { .. } | Self::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Deadline { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -153,7 +160,7 @@ impl GatewayError {
             Self::Unauthenticated { code, .. }
             | Self::BadRequest { code, .. }
             | Self::Relayed { code, .. } => *code,
-            Self::NoHealthyInstance { .. } => code::NO_SERVICE_INSTANCE,
+            Self::NoHealthyInstance { .. } | Self::Overloaded { .. } => code::NO_SERVICE_INSTANCE,
             Self::BreakerOpen { .. } => code::BREAKER_OPEN,
             _ => 0,
         }
@@ -180,6 +187,13 @@ impl GatewayError {
             Self::NoHealthyInstance { .. } => {
                 "available service node is not exist in consul".to_owned()
             }
+            Self::Overloaded { service } => {
+                format!("the {service} service is busy, please retry shortly")
+            }
+            Self::LoginThrottled { retry_after } => format!(
+                "too many failed login attempts, please retry after {} seconds",
+                retry_secs(*retry_after)
+            ),
             Self::BreakerOpen { instance, open_for } => format!(
                 "circuit breaker is open (service id: {instance}, time out: {}s)",
                 open_for.as_secs()
@@ -205,14 +219,20 @@ impl GatewayError {
     pub fn was_sent(&self) -> bool {
         match self {
             Self::Deadline { sent, .. } | Self::Upstream { sent, .. } => *sent,
-            Self::NoHealthyInstance { .. } | Self::BreakerOpen { .. } => false,
+            Self::NoHealthyInstance { .. } | Self::BreakerOpen { .. } | Self::Overloaded { .. } => {
+                false
+            }
             _ => true,
         }
     }
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::RateLimited { retry_after } | Self::Blocked { retry_after } => Some(*retry_after),
+            Self::RateLimited { retry_after }
+            | Self::Blocked { retry_after }
+            | Self::LoginThrottled { retry_after } => Some(*retry_after),
+            // A shed call is worth retrying about a second later.
+            Self::Overloaded { .. } => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -239,12 +259,16 @@ impl IntoResponse for GatewayError {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, json_content_type());
         if let Some(after) = self.retry_after() {
-            let secs = after.as_secs_f64().ceil().max(1.0) as u64;
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_secs(after)));
         }
         response.extensions_mut().insert(Failure(self));
         response
     }
+}
+
+/// Whole seconds of a `Retry-After`, rounded up, at least 1.
+fn retry_secs(after: Duration) -> u64 {
+    after.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// Serializes `{status, code, message}`.

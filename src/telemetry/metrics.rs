@@ -82,6 +82,18 @@ pub struct Metrics {
     pub consul_errors: Family<ServiceLabels, Counter>,
     pub instances: Family<ServiceLabels, Gauge>,
     pub redis_errors: Counter,
+    /// Requests answered 503 by the overload bounds, per service.
+    pub shed: Family<ServiceLabels, Counter>,
+    /// Calls holding a slot of the overload bounds, per service.
+    pub requests_in_flight: Family<ServiceLabels, Gauge>,
+    /// Logins refused by the login throttle, by `scope` (`account_ip`, `account`).
+    pub login_throttled: Family<ScopeLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    /// `account_ip` or `account`.
+    pub scope: &'static str,
 }
 
 impl Default for Metrics {
@@ -112,6 +124,24 @@ impl Metrics {
         let consul_errors = Family::<ServiceLabels, Counter>::default();
         let instances = Family::<ServiceLabels, Gauge>::default();
         let redis_errors = Counter::default();
+        let shed = Family::<ServiceLabels, Counter>::default();
+        let requests_in_flight = Family::<ServiceLabels, Gauge>::default();
+        let login_throttled = Family::<ScopeLabels, Counter>::default();
+        registry.register(
+            "shed",
+            "Requests answered 503 at once because a service's overload bounds were full",
+            shed.clone(),
+        );
+        registry.register(
+            "requests_in_flight",
+            "Upstream calls in flight per service (slots of the overload bounds)",
+            requests_in_flight.clone(),
+        );
+        registry.register(
+            "login_throttled",
+            "Login attempts refused with 429 by the login throttle, by scope",
+            login_throttled.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by method, route template and status",
@@ -186,6 +216,9 @@ impl Metrics {
             consul_errors,
             instances,
             redis_errors,
+            shed,
+            requests_in_flight,
+            login_throttled,
         }
     }
 
