@@ -333,10 +333,18 @@ fn body_response(status: StatusCode, body: Bytes) -> Response {
 
 /// Runs the whole pipeline for one matched request; every failure becomes its envelope.
 pub async fn serve(state: Arc<AppState>, endpoint: Arc<Endpoint>, request: Request) -> Response {
-    match run(&state, &endpoint, request).await {
+    let mut response = match run(&state, &endpoint, request).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
-    }
+    };
+    // Every answer of the table is per caller or per request (an error envelope is
+    // `no-store` already); even the shared calendar month stays out of other caches,
+    // which would miss the gateway's invalidations.
+    response
+        .headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("private, no-store"));
+    response
 }
 
 async fn run(
@@ -386,9 +394,12 @@ async fn run(
 async fn path_params(parts: &mut http::request::Parts) -> Result<PathParams, GatewayError> {
     let raw = RawPathParams::from_request_parts(parts, &())
         .await
-        .map_err(|rejection| GatewayError::BadRequest {
-            code: crate::http::error::code::INVALID_PATH_VARIABLE,
-            message: format!("invalid path variable: {}", rejection.body_text()),
+        .map_err(|rejection| {
+            tracing::debug!(detail = %rejection.body_text(), "path parameters");
+            GatewayError::BadRequest {
+                code: crate::http::error::code::INVALID_PATH_VARIABLE,
+                message: "invalid path variable: not valid UTF-8 once percent-decoded".to_owned(),
+            }
         })?;
     Ok(PathParams(
         raw.iter()
