@@ -1,8 +1,9 @@
 //! The one request pipeline, generic over endpoints (architecture principle 1).
 //!
 //! Order (decision 7 and the architecture): authenticate (401) → authorize (403) → path
-//! parameters (400/-204) → bind and validate the input (400) → cache lookup (a hit
-//! answers here) → pick an instance and call it with a deadline (503/408) → map the
+//! parameters (400/-204) → bind and validate the input (400) → service rate limit and,
+//! on logins, the login throttle (429) → cache lookup (a hit answers here) → overload
+//! bound (503) → pick an instance and call it with a deadline (503/408) → map the
 //! in-band reply to the envelope → fill the cache or invalidate. Endpoints supply data
 //! (including their cache policy) and an [`Adapter`]; they never reorder or repeat these
 //! stages. A cached answer is therefore only ever served after authentication, the 403

@@ -211,6 +211,12 @@ async fn client_messages_never_show_rust_internals() {
     ];
     let own = format!("/v1/students/uuid/{}", seed::STUDENT_UUID);
     let token = gw.token(seed::STUDENT_UUID);
+    let login_body = |content_type: &str, body: &'static str| {
+        gw.client
+            .post(gw.url("/v1/login/student"))
+            .header("content-type", content_type)
+            .body(body)
+    };
     let cases: Vec<(&str, reqwest::RequestBuilder)> = vec![
         (
             "bad base64 token",
@@ -220,32 +226,20 @@ async fn client_messages_never_show_rust_internals() {
             "two-part token",
             gw.client.get(gw.url(&own)).bearer_auth("abc.def"),
         ),
-        (
-            "JSON array body",
-            gw.client
-                .post(gw.url("/v1/login/student"))
-                .header("content-type", "application/json")
-                .body("[1,2]"),
-        ),
+        ("JSON array body", login_body("application/json", "[1,2]")),
         (
             "wrong JSON type",
             gw.client
                 .post(gw.url("/v1/login/student"))
                 .json(&json!({"student_id": 5, "student_pw": "x"})),
         ),
-        (
-            "malformed JSON",
-            gw.client
-                .post(gw.url("/v1/login/student"))
-                .header("content-type", "application/json")
-                .body("{\"student_id\":"),
-        ),
+        ("malformed JSON", login_body("application/json", "{\"student_id\":")),
         (
             "broken multipart",
-            gw.client
-                .post(gw.url("/v1/login/student"))
-                .header("content-type", "multipart/form-data; boundary=x")
-                .body("--x\r\nContent-Disposition: form-data\r\n\r\nno name\r\n"),
+            login_body(
+                "multipart/form-data; boundary=x",
+                "--x\r\nContent-Disposition: form-data\r\n\r\nno name\r\n",
+            ),
         ),
         (
             "bad query number",
