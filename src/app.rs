@@ -58,6 +58,8 @@ pub struct AppState {
     pub redis: Option<redis::aio::ConnectionManager>,
     /// Client-IP guard and per-service rate limits (spec decision 17).
     pub guard: Guard,
+    /// Bounds on calls in flight per service (overload shedding, 503).
+    pub shed: crate::upstream::shed::Shedder,
 }
 
 /// Why the gateway could not be built.
@@ -185,10 +187,13 @@ pub fn build(config: &Config) -> Result<Gateway, BuildError> {
     let redis = crate::cache::redis_connection(&config.redis)?;
     let redis_connection = redis.as_ref().map(|(_, connection)| connection.clone());
     let guard = Guard::from_config(&config.guard, redis_connection.clone())?;
+    guard.login().count_in(&metrics);
     let (cache, cache_tasks) = Cache::build(&config.cache, &config.redis, redis);
     background.extend(cache_tasks);
     tracing::info!(store = cache.store_name(), "response cache");
+    let shed = crate::upstream::shed::Shedder::new(&config.overload, &metrics);
     let state = Arc::new(AppState {
+        shed,
         jwt,
         metrics,
         upstreams,

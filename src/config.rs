@@ -55,6 +55,9 @@ pub struct Config {
     /// The response cache (spec decisions 9, 12, 13, 19).
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Bounds on calls in flight and waiting per backend service (overload shedding).
+    #[serde(default)]
+    pub overload: crate::upstream::shed::OverloadConfig,
 }
 
 /// Per-instance circuit breaker numbers (decision 15).
@@ -592,6 +595,9 @@ impl Config {
 
     /// Checks every value that serde cannot: secrets, addresses, limits.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Err((key, reason)) = self.overload.check() {
+            return Err(invalid(key, reason));
+        }
         match (&self.jwt.secret, &self.jwt.secret_file) {
             (Some(_), Some(_)) => {
                 return Err(invalid(

@@ -1,8 +1,9 @@
 //! The one request pipeline, generic over endpoints (architecture principle 1).
 //!
 //! Order (decision 7 and the architecture): authenticate (401) → authorize (403) → path
-//! parameters (400/-204) → bind and validate the input (400) → cache lookup (a hit
-//! answers here) → pick an instance and call it with a deadline (503/408) → map the
+//! parameters (400/-204) → bind and validate the input (400) → service rate limit and,
+//! on logins, the login throttle (429) → cache lookup (a hit answers here) → overload
+//! bound (503) → pick an instance and call it with a deadline (503/408) → map the
 //! in-band reply to the envelope → fill the cache or invalidate. Endpoints supply data
 //! (including their cache policy) and an [`Adapter`]; they never reorder or repeat these
 //! stages. A cached answer is therefore only ever served after authentication, the 403
@@ -25,6 +26,7 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::cache::{self, Cache, Entry, Outcome, Plan, ReadCache, Role, Values, X_CACHE, XCache};
 use crate::endpoints::{Adapter, Call, Endpoint, Idempotency, InBand, PathParams, Rpc, Success};
+use crate::guard::{LoginAttempt, LoginOutcome};
 use crate::http::error::json_content_type;
 use crate::http::{GatewayError, input};
 use crate::telemetry::record;
@@ -97,6 +99,10 @@ impl<A: Adapter> Handler for Typed<A> {
         Box::pin(async move {
             // The query is kept for cache keys (a cheap, shared copy of the URI).
             let uri = request.uri().clone();
+            let login_client = self
+                .adapter
+                .login_kind()
+                .map(|kind| (kind, state.guard.client_of(&request)));
             let input = bind::<A::Input>(endpoint, request, state.body_limit).await?;
             // 4. the per-service rate limit (429): refused before the cache and the backend.
             record::update(|r| r.service = Some(endpoint.service.as_str()));
@@ -113,6 +119,13 @@ impl<A: Adapter> Handler for Typed<A> {
             if let Err(limited) = limit.await {
                 return Ok(limited.into_response());
             }
+            // 4b. the login throttle (429), on login endpoints only.
+            let login = login_client.map(|(kind, client)| {
+                LoginAttempt::new(kind, self.adapter.login_id(&input), client)
+            });
+            if let Some(attempt) = &login {
+                state.guard.login().admit(attempt).await?;
+            }
             let call = Call {
                 principal: ctx.principal.as_ref(),
                 params: &ctx.params,
@@ -126,14 +139,25 @@ impl<A: Adapter> Handler for Typed<A> {
             // Nothing of the call is built before the cache stage asks for it: a hit
             // costs no request message.
             let upstream = async {
-                let message = self.adapter.request(&call, input);
-                let reply: A::Reply = state
-                    .upstreams
-                    .call(&self.target(endpoint), message, &ctx.meta)
-                    .await?;
-                let status = success_status(endpoint.rpc.name, &reply)?;
-                let success = self.adapter.success(&call, reply)?;
-                Ok(Entry::new(status, success_body(status, success)))
+                let outcome = async {
+                    // 5. overload shedding (503): a bounded number of calls per service
+                    // in flight, held until the reply is mapped; a cache hit takes none.
+                    let _slot = state.shed.admit(endpoint.service).await?;
+                    let message = self.adapter.request(&call, input);
+                    let reply: A::Reply = state
+                        .upstreams
+                        .call(&self.target(endpoint), message, &ctx.meta)
+                        .await?;
+                    let status = success_status(endpoint.rpc.name, &reply)?;
+                    let success = self.adapter.success(&call, reply)?;
+                    Ok(Entry::new(status, success_body(status, success)))
+                }
+                .await;
+                if let Some(attempt) = &login {
+                    let how = LoginOutcome::of(&outcome);
+                    state.guard.login().settle(attempt, how).await;
+                }
+                outcome
             };
             Ok(through_cache(state, endpoint, &values, upstream).await)
         })
@@ -310,10 +334,18 @@ fn body_response(status: StatusCode, body: Bytes) -> Response {
 
 /// Runs the whole pipeline for one matched request; every failure becomes its envelope.
 pub async fn serve(state: Arc<AppState>, endpoint: Arc<Endpoint>, request: Request) -> Response {
-    match run(&state, &endpoint, request).await {
+    let mut response = match run(&state, &endpoint, request).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
-    }
+    };
+    // Every answer of the table is per caller or per request (an error envelope is
+    // `no-store` already); even the shared calendar month stays out of other caches,
+    // which would miss the gateway's invalidations.
+    response
+        .headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("private, no-store"));
+    response
 }
 
 async fn run(
@@ -363,9 +395,12 @@ async fn run(
 async fn path_params(parts: &mut http::request::Parts) -> Result<PathParams, GatewayError> {
     let raw = RawPathParams::from_request_parts(parts, &())
         .await
-        .map_err(|rejection| GatewayError::BadRequest {
-            code: crate::http::error::code::INVALID_PATH_VARIABLE,
-            message: format!("invalid path variable: {}", rejection.body_text()),
+        .map_err(|rejection| {
+            tracing::debug!(detail = %rejection.body_text(), "path parameters");
+            GatewayError::BadRequest {
+                code: crate::http::error::code::INVALID_PATH_VARIABLE,
+                message: "invalid path variable: not valid UTF-8 once percent-decoded".to_owned(),
+            }
         })?;
     Ok(PathParams(
         raw.iter()

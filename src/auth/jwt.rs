@@ -1,8 +1,11 @@
 //! Bearer JWT verification and issuing (spec §2.3, decision 6).
 //!
 //! The algorithm is pinned (HS512 by default; `none` can never be configured), `exp` is
-//! required, a small leeway absorbs clock skew. Every failure maps to a documented 401
-//! code; nothing a client sends here can produce a 5xx.
+//! required, `type` must be `access_token`, an `iat` or `nbf` in the future (beyond a
+//! small leeway for clock skew) is refused. Every failure maps to a documented 401
+//! code with a plain message (the library's error goes to the log, never to the
+//! client); nothing a client sends here can produce a 5xx. Time arithmetic saturates,
+//! so no claim value (`exp` = 2^64−1, negative, fractional) can overflow or panic.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -55,13 +58,26 @@ const VERIFIED_CAPACITY: u64 = 50_000;
 /// Longer tokens are verified every time rather than remembered.
 const MAX_CACHED_TOKEN: usize = 2048;
 
+/// The only `type` claim the gateway accepts (the one it issues, spec §2.3).
+pub const ACCESS_TOKEN: &str = "access_token";
+
+/// Longest leeway honoured: the library adds it to and subtracts it from "now", so an
+/// absurd configured value must not reach that arithmetic.
+const MAX_LEEWAY_SECS: u64 = 3600;
+
 /// The claims the gateway issues and reads.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
     pub uuid: String,
     #[serde(rename = "type")]
     pub token_type: String,
+    /// Unix seconds; a fractional value is accepted (JSON numbers, as the original's
+    /// library read them) and rounded, a negative one is invalid.
+    #[serde(deserialize_with = "numeric_date")]
     pub exp: u64,
+    /// Unix seconds of issue; optional (tokens of the original carry none).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_date")]
+    pub iat: Option<i64>,
 }
 
 /// Verifies and issues tokens with one secret and one pinned algorithm.
@@ -97,7 +113,7 @@ impl JwtKeys {
     ) -> Self {
         let algorithm = Algorithm::from(algorithm);
         let mut validation = Validation::new(algorithm);
-        validation.leeway = leeway.as_secs();
+        validation.leeway = leeway.as_secs().min(MAX_LEEWAY_SECS);
         validation.set_required_spec_claims(&["exp"]);
         validation.validate_nbf = true;
         Self {
@@ -152,12 +168,13 @@ impl JwtKeys {
     /// Verifies a bare token.
     pub fn verify(&self, token: &str) -> Result<Principal, GatewayError> {
         if let Some((principal, exp)) = self.verified.get(token)
-            && exp + self.validation.leeway >= unix_now()
+            && exp.saturating_add(self.validation.leeway) >= unix_now()
         {
             return Ok(principal);
         }
         match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
             Ok(data) => {
+                self.check_claims(&data.claims)?;
                 let principal = Principal::from_uuid(data.claims.uuid);
                 // Bounded: an attacker minting many valid tokens would need the secret.
                 if token.len() <= MAX_CACHED_TOKEN {
@@ -170,12 +187,33 @@ impl JwtKeys {
         }
     }
 
+    /// What the library does not check: the `type` claim (-105) and an `iat` in the
+    /// future (code 0, as the original's "Token used before issued").
+    fn check_claims(&self, claims: &Claims) -> Result<(), GatewayError> {
+        if claims.token_type != ACCESS_TOKEN {
+            tracing::debug!("JWT refused: type claim is not access_token");
+            return Err(unauthenticated(code::INVALID_CLAIMS, "invalid claims of jwt"));
+        }
+        if self.issued_in_future(claims.iat) {
+            return Err(unexpected("token used before issued"));
+        }
+        Ok(())
+    }
+
+    /// Whether `iat` lies beyond now + leeway.
+    fn issued_in_future(&self, iat: Option<i64>) -> bool {
+        let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+        let leeway = i64::try_from(self.validation.leeway).unwrap_or(i64::MAX);
+        iat.is_some_and(|iat| iat > now.saturating_add(leeway))
+    }
+
     fn map_error(&self, token: &str, kind: ErrorKind) -> GatewayError {
+        tracing::debug!(error = ?kind, "JWT refused");
         match kind {
             ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm
-                if self.also_expired(token) =>
+                if self.also_out_of_time(token) =>
             {
-                unexpected("token has several problems: invalid signature and expired")
+                unexpected("token has several problems: invalid signature and expired or used before issued")
             }
             ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => {
                 unauthenticated(code::INVALID_SIGNATURE, "invalid signature of JWT")
@@ -195,19 +233,32 @@ impl JwtKeys {
                 unauthenticated(code::INVALID_CLAIMS, "invalid claims of jwt")
             }
             ErrorKind::ImmatureSignature => unexpected("token is not valid yet"),
-            other => unexpected(&format!("{other:?}")),
+            // Plain sentences instead of the library's Debug text (decision: no Rust
+            // internals in client messages); the detail is in the debug line above.
+            ErrorKind::InvalidToken => unexpected("token contains an invalid number of segments"),
+            ErrorKind::Base64(_) => unexpected("token is not valid base64url"),
+            ErrorKind::Json(_) | ErrorKind::Utf8(_) => unexpected("token is not valid JSON"),
+            ErrorKind::InvalidAlgorithmName => unexpected("token names an unknown algorithm"),
+            _ => unexpected("token cannot be read"),
         }
     }
 
-    /// Whether the token's `exp` (read without verification) is in the past.
-    fn also_expired(&self, token: &str) -> bool {
+    /// Whether the token's `exp` (read without verification) is in the past or its
+    /// `iat` in the future. Saturating: an unverified claim may hold any number.
+    fn also_out_of_time(&self, token: &str) -> bool {
         let Ok(claims) = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token)
         else {
             return false;
         };
-        claims.claims["exp"]
+        let expired = claims.claims["exp"]
             .as_u64()
-            .is_some_and(|exp| exp + self.validation.leeway < unix_now())
+            .is_some_and(|exp| exp.saturating_add(self.validation.leeway) < unix_now());
+        let iat = claims.claims["iat"].as_i64().or_else(|| {
+            claims.claims["iat"]
+                .as_f64()
+                .map(|f| if f > 0.0 { i64::MAX } else { i64::MIN })
+        });
+        expired || self.issued_in_future(iat)
     }
 
     /// Mints a login token for `uuid` (claims `uuid`, `type: "access_token"`, `exp`).
@@ -216,18 +267,52 @@ impl JwtKeys {
             Some(Kind::Student) => self.lifetimes.student,
             _ => self.lifetimes.other,
         };
-        self.issue_with_expiry(uuid, unix_now() + lifetime.as_secs())
+        self.issue_with_expiry(uuid, unix_now().saturating_add(lifetime.as_secs()))
     }
 
     /// Mints a token expiring at `exp` (unix seconds).
     pub fn issue_with_expiry(&self, uuid: &str, exp: u64) -> Result<String, GatewayError> {
         let claims = Claims {
             uuid: uuid.to_owned(),
-            token_type: "access_token".to_owned(),
+            token_type: ACCESS_TOKEN.to_owned(),
             exp,
+            iat: None,
         };
         jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.encoding)
             .map_err(|e| GatewayError::Internal(format!("signing a token failed: {e}")))
+    }
+}
+
+/// A JSON number as unix seconds: non-negative integers as they are, finite
+/// non-negative fractions rounded (saturating at `u64::MAX`); anything else is invalid.
+fn numeric_date<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    use serde::de::Error;
+    let n = serde_json::Number::deserialize(deserializer)?;
+    if let Some(secs) = n.as_u64() {
+        return Ok(secs);
+    }
+    match n.as_f64() {
+        // `as` saturates for floats beyond u64::MAX.
+        Some(f) if f.is_finite() && f >= 0.0 => Ok(f.round() as u64),
+        _ => Err(D::Error::custom("a date must be a non-negative number")),
+    }
+}
+
+/// Like [`numeric_date`] but signed (an `iat` before 1970 is merely old) and optional.
+fn lenient_date<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(i) = n.as_i64() {
+        return Ok(Some(i));
+    }
+    match n.as_f64() {
+        // Saturating casts: 2^64−1 or 1e300 is "far in the future".
+        Some(f) if !f.is_nan() => Ok(Some(f.round() as i64)),
+        _ => Err(D::Error::custom("a date must be a number")),
     }
 }
 
@@ -453,6 +538,144 @@ mod tests {
             Algorithm::HS512,
         );
         assert_eq!(code_of(keys.verify(&no_uuid)), -105);
+    }
+
+    fn signed(claims: &str) -> String {
+        hand_made(
+            r#"{"alg":"HS512","typ":"JWT"}"#,
+            claims,
+            SECRET,
+            Algorithm::HS512,
+        )
+    }
+
+    #[test]
+    fn iat_in_the_future_beyond_the_leeway_is_code_0() {
+        let keys = keys();
+        let exp = unix_now() + 3600;
+        let future = unix_now() + 600;
+        let token = signed(&format!(
+            r#"{{"uuid":"student-000000000001","type":"access_token","exp":{exp},"iat":{future}}}"#
+        ));
+        let err = keys.verify(&token).expect_err("iat in the future");
+        assert_eq!((err.status().as_u16(), err.code()), (401, 0));
+        assert_eq!(
+            err.message(),
+            "unexpected error occurs while parsing JWT, err: token used before issued"
+        );
+        // Within the leeway (5 s), in the past, negative or fractional: accepted.
+        for iat in [
+            (unix_now() + 2).to_string(),
+            (unix_now() - 60).to_string(),
+            "-1".to_owned(),
+            "-9223372036854775808".to_owned(),
+            "1.5".to_owned(),
+        ] {
+            let token = signed(&format!(
+                r#"{{"uuid":"student-000000000001","type":"access_token","exp":{exp},"iat":{iat}}}"#
+            ));
+            assert!(keys.verify(&token).is_ok(), "iat {iat}");
+        }
+        for iat in ["18446744073709551615", "1e300", "9223372036854775807"] {
+            let token = signed(&format!(
+                r#"{{"uuid":"student-000000000001","type":"access_token","exp":{exp},"iat":{iat}}}"#
+            ));
+            assert_eq!(code_of(keys.verify(&token)), 0, "iat {iat}");
+        }
+    }
+
+    #[test]
+    fn type_must_be_access_token() {
+        let keys = keys();
+        let exp = unix_now() + 3600;
+        for claims in [
+            format!(r#"{{"uuid":"student-000000000001","type":"refresh_token","exp":{exp}}}"#),
+            format!(r#"{{"uuid":"student-000000000001","type":"","exp":{exp}}}"#),
+            format!(r#"{{"uuid":"student-000000000001","exp":{exp}}}"#),
+            format!(r#"{{"uuid":"student-000000000001","type":7,"exp":{exp}}}"#),
+        ] {
+            let err = keys.verify(&signed(&claims)).expect_err(&claims);
+            assert_eq!((err.status().as_u16(), err.code()), (401, -105), "{claims}");
+            assert_eq!(err.message(), "invalid claims of jwt");
+        }
+    }
+
+    #[test]
+    fn extreme_exp_values_never_overflow() {
+        let keys = keys();
+        let max = u64::MAX;
+        // A valid signature and the largest exp: valid (it never expires).
+        let far = signed(&format!(
+            r#"{{"uuid":"student-000000000001","type":"access_token","exp":{max}}}"#
+        ));
+        assert!(keys.verify(&far).is_ok());
+        assert!(keys.verify(&far).is_ok(), "remembered, re-checked without overflow");
+        // A bad signature with exp = 2^64−1 is a bad signature only (-103), not "several
+        // problems" (the unchecked `exp + leeway` used to wrap into the past).
+        let other = hand_made(
+            r#"{"alg":"HS512","typ":"JWT"}"#,
+            &format!(r#"{{"uuid":"student-000000000001","type":"access_token","exp":{max}}}"#),
+            b"another-secret-another-secret-!!",
+            Algorithm::HS512,
+        );
+        assert_eq!(code_of(keys.verify(&other)), -103);
+        // Negative, fractional, huge and non-numeric values.
+        for (exp, expected) in [
+            ("-1", -105),
+            ("-9223372036854775808", -105),
+            ("1e300", -105),
+            ("\"soon\"", -105),
+            ("null", -105),
+            ("1.5", -104),
+            ("100000000000000000000000", -105),
+        ] {
+            let token = signed(&format!(
+                r#"{{"uuid":"student-000000000001","type":"access_token","exp":{exp}}}"#
+            ));
+            assert_eq!(code_of(keys.verify(&token)), expected, "exp {exp}");
+        }
+        let fraction = unix_now() as f64 + 3600.25;
+        let token = signed(&format!(
+            r#"{{"uuid":"student-000000000001","type":"access_token","exp":{fraction}}}"#
+        ));
+        assert!(keys.verify(&token).is_ok(), "fractional exp in the future");
+    }
+
+    #[test]
+    fn a_huge_configured_leeway_is_capped() {
+        let keys = JwtKeys::new(
+            SECRET,
+            JwtAlgorithm::HS512,
+            Duration::from_secs(u64::MAX),
+            TokenLifetimes::default(),
+        );
+        let token = keys
+            .issue_with_expiry("student-000000000001", 1)
+            .expect("issue");
+        assert_eq!(code_of(keys.verify(&token)), -104);
+        let long = JwtKeys::new(
+            SECRET,
+            JwtAlgorithm::HS512,
+            Duration::ZERO,
+            TokenLifetimes {
+                student: Duration::from_secs(u64::MAX),
+                other: Duration::from_secs(u64::MAX),
+            },
+        );
+        let token = long.issue("student-000000000001").expect("saturates");
+        assert!(long.verify(&token).is_ok());
+    }
+
+    #[test]
+    fn messages_never_show_library_internals() {
+        let keys = keys();
+        for token in ["a.b", "$$$.$$$.$$$", "eyJ.eyJ.sig", "a.b.c.d", "", "x"] {
+            let err = keys.verify(token).expect_err(token);
+            let message = err.message();
+            for leak in ["InvalidToken", "Base64", "InvalidByte", "Json(", "Error(", "{"] {
+                assert!(!message.contains(leak), "{token:?}: {message}");
+            }
+        }
     }
 
     #[test]

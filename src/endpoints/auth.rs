@@ -355,7 +355,7 @@ fn no_filter() -> Result<(), ValidationError> {
 /// A login: `{<kind>_id, <kind>_pw}` in, a token minted by the gateway out (§2.3; the
 /// reply's own token, if any, is ignored).
 macro_rules! login {
-    ($adapter:ident, $input:ident { $id:ident, $pw:ident }, $req:path, $rep:path,
+    ($adapter:ident, $kind:literal, $input:ident { $id:ident, $pw:ident }, $req:path, $rep:path,
      $reply_uuid:ident, $uuid_key:literal, $message:literal) => {
         #[derive(Debug, Default, Deserialize, Validate, JsonSchema)]
         #[serde(default)]
@@ -380,6 +380,14 @@ macro_rules! login {
                 }
             }
 
+            fn login_kind(&self) -> Option<&'static str> {
+                Some($kind)
+            }
+
+            fn login_id<'i>(&self, input: &'i Self::Input) -> &'i str {
+                &input.$id
+            }
+
             fn success(&self, call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError> {
                 let token = call.jwt.issue(&reply.$reply_uuid)?;
                 Ok(Success::message($message).with(json!({
@@ -393,6 +401,7 @@ macro_rules! login {
 
 login!(
     LoginAdmin,
+    "admin",
     LoginAdminInput { admin_id, admin_pw },
     pb_admin::LoginAdminAuthRequest,
     pb_admin::LoginAdminAuthResponse,
@@ -402,6 +411,7 @@ login!(
 );
 login!(
     LoginStudent,
+    "student",
     LoginStudentInput {
         student_id,
         student_pw
@@ -414,6 +424,7 @@ login!(
 );
 login!(
     LoginTeacher,
+    "teacher",
     LoginTeacherInput {
         teacher_id,
         teacher_pw
@@ -426,6 +437,7 @@ login!(
 );
 login!(
     LoginTeacherPick,
+    "teacher",
     LoginTeacherPickInput {
         teacher_id,
         teacher_pw
@@ -438,6 +450,7 @@ login!(
 );
 login!(
     LoginParent,
+    "parent",
     LoginParentInput {
         parent_id,
         parent_pw

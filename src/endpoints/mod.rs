@@ -167,6 +167,17 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// Builds the success body from a reply with a 2xx in-band status.
     fn success(&self, call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError>;
+
+    /// Login endpoints: the account kind whose password they check (the login
+    /// throttle's namespace, [`crate::guard::login`]); `None` (the default) otherwise.
+    fn login_kind(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Login endpoints: the account id the input tries.
+    fn login_id<'i>(&self, _input: &'i Self::Input) -> &'i str {
+        ""
+    }
 }
 
 /// Whether repeating the call is harmless (decision 14: only reads are retried).

@@ -137,7 +137,10 @@ pub fn endpoints() -> Vec<Endpoint> {
             rpc!("/OutingStudent", "GetCardAboutOuting"),
             OutingCard,
         )
-        .access(Access::kinds(READERS))
+        // Callers: the owning student. The gateway checks the kind; ownership is the
+        // outing service's (it holds the outing → student mapping and gets the
+        // caller's uuid with the outing id).
+        .access(Access::kinds(&[Kind::Student]))
         .params(OUTING_UUID)
         .cached(CachePolicy::per_caller("outings.$outing_uuid.card").groups(OUTING_GROUPS)),
         action(
@@ -225,7 +228,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             rpc!("/OutingTeacher", "GetOutingWithFilter"),
             OutingsWithFilter,
         )
-        .access(Access::kinds(&[Kind::Teacher, Kind::Admin]))
+        // Callers: teachers (the teacher app's approval list).
+        .access(Access::kinds(&[Kind::Teacher]))
         .input(Source::Query)
         .cached(
             CachePolicy::per_caller(

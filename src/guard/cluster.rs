@@ -11,6 +11,7 @@ use redis::{FromRedisValue, ScriptInvocation};
 use super::clock::{GuardClock, millis};
 use super::config::ClusterConfig;
 use super::ip_table::{IpDecision, WindowRule};
+use super::login::{LoginRule, LoginScope};
 use super::log_every::LogEvery;
 use super::redis_scripts::{self, Scripts};
 use super::service_limit::GcraOutcome;
@@ -91,6 +92,49 @@ impl Cluster {
             .eval("service limit", self.scripts.gcra(&key, interval_us, burst))
             .await?;
         self.read("service limit", redis_scripts::gcra_outcome(reply))
+    }
+
+    /// Whether the login keys `keys` (`[account_ip, account]`, without the prefix)
+    /// are locked; `None`: decide locally.
+    pub(crate) async fn login_locked(
+        &self,
+        keys: &[String; 2],
+    ) -> Option<Option<(LoginScope, u64)>> {
+        let keys = self.prefixed(keys);
+        let reply = self
+            .eval("login throttle", self.scripts.login_locked(&keys))
+            .await?;
+        self.read("login throttle", redis_scripts::login_lock(reply))
+    }
+
+    /// One failed login; `Some([lock_ms, lock_ms])` (0: no lock started), `None`:
+    /// count locally.
+    pub(crate) async fn login_failed(
+        &self,
+        keys: &[String; 2],
+        rules: [&LoginRule; 2],
+    ) -> Option<[u64; 2]> {
+        let keys = self.prefixed(keys);
+        let (a, b): (i64, i64) = self
+            .eval("login throttle", self.scripts.login_failed(&keys, rules))
+            .await?;
+        let read = |ms: i64| u64::try_from(ms).ok();
+        self.read("login throttle", read(a).zip(read(b)).map(|(a, b)| [a, b]))
+    }
+
+    /// A successful login forgets both keys (best effort: they expire anyway).
+    pub(crate) async fn login_reset(&self, keys: &[String; 2]) {
+        let keys = self.prefixed(keys);
+        let _deleted: Option<i64> = self
+            .eval("login throttle", self.scripts.login_reset(&keys))
+            .await;
+    }
+
+    fn prefixed(&self, keys: &[String; 2]) -> [String; 2] {
+        [
+            format!("{}{}", self.key_prefix, keys[0]),
+            format!("{}{}", self.key_prefix, keys[1]),
+        ]
     }
 
     /// Runs a script within the timeout, unless Redis is paused after a failure.

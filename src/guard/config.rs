@@ -46,6 +46,9 @@ pub struct GuardConfig {
     /// How the `cluster` scope uses Redis.
     #[serde(default)]
     pub cluster: ClusterConfig,
+    /// Failed-login throttling per (account, client) and per account.
+    #[serde(default)]
+    pub login: super::login::LoginConfig,
 }
 
 impl Default for GuardConfig {
@@ -58,6 +61,7 @@ impl Default for GuardConfig {
             ip: IpLimitConfig::default(),
             services: ServiceLimitsConfig::default(),
             cluster: ClusterConfig::default(),
+            login: super::login::LoginConfig::default(),
         }
     }
 }
@@ -271,6 +275,9 @@ impl GuardConfig {
             if per_second.get() > MAX_PER_SECOND {
                 return Err(invalid(key, format!("must be at most {MAX_PER_SECOND}")));
             }
+        }
+        if let Err((key, reason)) = self.login.check() {
+            return Err(invalid(key, reason));
         }
         let cluster = &self.cluster;
         if cluster.timeout.is_zero() {

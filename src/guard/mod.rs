@@ -21,6 +21,7 @@ pub mod ip_guard;
 pub mod ip_table;
 pub mod layer;
 mod log_every;
+pub mod login;
 mod redis_scripts;
 pub mod service_limit;
 
@@ -33,6 +34,7 @@ pub use cluster::GuardStats;
 pub use config::{GuardConfig, GuardConfigError, Scope};
 pub use ip_guard::IpGuard;
 pub use ip_table::{IpDecision, IpTableStats};
+pub use login::{LoginAttempt, LoginOutcome, LoginThrottle};
 pub use layer::{IpGuardLayer, IpGuardService};
 pub use service_limit::{RateLimitStatus, ServiceLimited, ServiceLimits};
 
@@ -44,6 +46,7 @@ use cluster::Cluster;
 pub struct Guard {
     ip: Arc<IpGuard>,
     services: Arc<ServiceLimits>,
+    login: Arc<LoginThrottle>,
     cluster: Option<Arc<Cluster>>,
 }
 
@@ -71,6 +74,13 @@ impl Guard {
         Ok(Self {
             ip: Arc::new(IpGuard::new(config, cluster.clone(), clock)),
             services: Arc::new(ServiceLimits::new(&config.services, cluster.clone(), clock)),
+            login: Arc::new(LoginThrottle::new(
+                &config.login,
+                config.ip.ipv6_prefix,
+                cluster.clone(),
+                clock,
+                config.cluster.warn_interval,
+            )),
             cluster,
         })
     }
@@ -88,6 +98,20 @@ impl Guard {
     /// The per-service limits, for the pipeline's rate-limit stage.
     pub fn services(&self) -> &Arc<ServiceLimits> {
         &self.services
+    }
+
+    /// The login throttle, for the pipeline's login stage.
+    pub fn login(&self) -> &Arc<LoginThrottle> {
+        &self.login
+    }
+
+    /// The client address of a request (the client-IP rules of decision 10); `None`
+    /// without a peer address.
+    pub fn client_of<B>(&self, request: &axum::http::Request<B>) -> Option<std::net::IpAddr> {
+        let axum::extract::ConnectInfo(peer) = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?;
+        Some(self.ip.client_ip(peer.ip(), request.headers()))
     }
 
     /// Where the cluster scope's decisions were made (all zero with scope `local`).

@@ -11,6 +11,7 @@ use std::time::Duration;
 use redis::{Script, ScriptInvocation};
 
 use super::ip_table::{IpDecision, WindowRule};
+use super::login::{LoginRule, LoginScope};
 use super::service_limit::GcraOutcome;
 
 /// Rolling window and block of one client (see `ip_table` for the algorithm).
@@ -71,11 +72,72 @@ redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', ttl_ms)
 return {1, math.floor((tolerance - (next_tat - now)) / interval)}
 ";
 
+/// Whether either login key is locked.
+///
+/// KEYS[1]: the (account, client) hash, KEYS[2]: the account hash (see
+/// `login::Entry`: `f` failures, `w` window end, `s` strikes, `u` lock end, in ms).
+/// Reply: `{0, 0}` not locked, `{1, ms_left}` / `{2, ms_left}` the first / second key is.
+const LOGIN_LOCKED: &str = r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+for i = 1, 2 do
+  local u = tonumber(redis.call('HGET', KEYS[i], 'u')) or 0
+  if u > now then return {i, u - now} end
+end
+return {0, 0}
+";
+
+/// One failed login counted on both keys (the algorithm of `login::LoginRule::fail`).
+///
+/// KEYS as in [`LOGIN_LOCKED`]. ARGV: failures, window ms, lockout ms, max lockout ms
+/// of the first key, then of the second. Reply: `{lock_ms_1, lock_ms_2}`, 0 where the
+/// failure started no lock.
+const LOGIN_FAILED: &str = r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local function fail(key, limit, window, lockout, maxlock)
+  local st = redis.call('HMGET', key, 'f', 'w', 's', 'u')
+  local f = tonumber(st[1]) or 0
+  local w = tonumber(st[2]) or 0
+  local s = tonumber(st[3]) or 0
+  local u = tonumber(st[4]) or 0
+  if now >= w then
+    f = 0
+    w = now + window
+  end
+  f = f + 1
+  local locked = 0
+  if f >= limit then
+    s = s + 1
+    locked = lockout * math.pow(2, math.min(s - 1, 40))
+    if locked > maxlock then locked = maxlock end
+    u = now + locked
+    f = 0
+    w = 0
+  end
+  redis.call('HSET', key, 'f', f, 'w', string.format('%.0f', w), 's', s,
+    'u', string.format('%.0f', u))
+  redis.call('PEXPIRE', key, string.format('%.0f', math.max(w, u + window) - now))
+  return locked
+end
+local a = fail(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
+local b = fail(KEYS[2], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]))
+return {a, b}
+";
+
+/// A successful login: both keys forgotten. Reply: the number of keys deleted.
+const LOGIN_RESET: &str = r"
+return redis.call('DEL', KEYS[1], KEYS[2])
+";
+
 /// The loaded scripts (their SHA1 is computed once; redis-rs sends `EVALSHA` and
 /// falls back to `EVAL` after a server restart flushed the script cache).
 pub(crate) struct Scripts {
     ip_window: Script,
     gcra: Script,
+    login_locked: Script,
+    login_failed: Script,
+    login_reset: Script,
 }
 
 impl std::fmt::Debug for Scripts {
@@ -92,6 +154,9 @@ impl Scripts {
         Self {
             ip_window: Script::new(IP_WINDOW),
             gcra: Script::new(GCRA),
+            login_locked: Script::new(LOGIN_LOCKED),
+            login_failed: Script::new(LOGIN_FAILED),
+            login_reset: Script::new(LOGIN_RESET),
         }
     }
 
@@ -107,6 +172,51 @@ impl Scripts {
         let mut call = self.gcra.key(key);
         call.arg(interval_us).arg(burst);
         call
+    }
+}
+
+impl Scripts {
+    /// Whether the login keys `keys` are locked.
+    pub(crate) fn login_locked(&self, keys: &[String; 2]) -> ScriptInvocation<'_> {
+        let mut call = self.login_locked.key(&keys[0]);
+        call.key(&keys[1]);
+        call
+    }
+
+    /// One failed login on `keys`, with each key's rule.
+    pub(crate) fn login_failed(
+        &self,
+        keys: &[String; 2],
+        rules: [&LoginRule; 2],
+    ) -> ScriptInvocation<'_> {
+        let mut call = self.login_failed.key(&keys[0]);
+        call.key(&keys[1]);
+        for rule in rules {
+            call.arg(rule.failures)
+                .arg(rule.window_ms)
+                .arg(rule.lockout_ms)
+                .arg(rule.max_lockout_ms);
+        }
+        call
+    }
+
+    /// A successful login on `keys`.
+    pub(crate) fn login_reset(&self, keys: &[String; 2]) -> ScriptInvocation<'_> {
+        let mut call = self.login_reset.key(&keys[0]);
+        call.key(&keys[1]);
+        call
+    }
+}
+
+/// Reads the reply of [`LOGIN_LOCKED`]: `Some(None)` not locked, `Some(Some(..))` the
+/// scope locked and the time left; `None` for a reply the script cannot give.
+pub(crate) fn login_lock((which, millis): (i64, i64)) -> Option<Option<(LoginScope, u64)>> {
+    let millis = u64::try_from(millis).ok()?;
+    match which {
+        0 => Some(None),
+        1 => Some(Some((LoginScope::AccountIp, millis))),
+        2 => Some(Some((LoginScope::Account, millis))),
+        _ => None,
     }
 }
 

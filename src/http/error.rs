@@ -66,6 +66,13 @@ pub enum GatewayError {
         service: &'static str,
         detail: String,
     },
+    /// 503 / -301: the service already has as many calls in flight and waiting as its
+    /// overload bounds allow ([`crate::upstream::shed`]); the backend was not called.
+    #[error("too many calls in flight to the {service} service")]
+    Overloaded { service: &'static str },
+    /// 429: too many failed logins for this account ([`crate::guard::login`]).
+    #[error("too many failed logins")]
+    LoginThrottled { retry_after: Duration },
     /// 503 / -302: the chosen instance's breaker is open.
     #[error("circuit breaker is open (service id: {instance})")]
     BreakerOpen {
@@ -102,11 +109,22 @@ pub enum GatewayError {
 // === impl GatewayError ===
 
 impl GatewayError {
-    /// 400 with code -202 (the input could not be parsed).
+    /// 400 with code -202 (the input could not be parsed). `err` is serde's or the
+    /// binder's text; Rust's type names in it are replaced by JSON's ([`plain`]).
     pub fn bind(source: &str, err: impl std::fmt::Display) -> Self {
         Self::BadRequest {
             code: code::BIND_FAILURE,
-            message: format!("failed to bind {source} into request, err: {err}"),
+            message: format!("failed to bind {source} into request, err: {}", plain(&err.to_string())),
+        }
+    }
+
+    /// 400 with code -202 and a fixed reason; `detail` (a library's error) goes to
+    /// the debug log only.
+    pub fn bind_opaque(source: &str, reason: &str, detail: impl std::fmt::Display) -> Self {
+        tracing::debug!(%detail, "{source}: {reason}");
+        Self::BadRequest {
+            code: code::BIND_FAILURE,
+            message: format!("failed to bind {source} into request, err: {reason}"),
         }
     }
 
@@ -144,8 +162,8 @@ impl GatewayError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::NoHealthyInstance { .. } | Self::BreakerOpen { .. } => {
+            Self::RateLimited { .. } | Self::LoginThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::NoHealthyInstance { .. } | Self::BreakerOpen { .. } | Self::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Deadline { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -161,7 +179,7 @@ impl GatewayError {
             Self::Unauthenticated { code, .. }
             | Self::BadRequest { code, .. }
             | Self::Relayed { code, .. } => *code,
-            Self::NoHealthyInstance { .. } => code::NO_SERVICE_INSTANCE,
+            Self::NoHealthyInstance { .. } | Self::Overloaded { .. } => code::NO_SERVICE_INSTANCE,
             Self::BreakerOpen { .. } => code::BREAKER_OPEN,
             _ => 0,
         }
@@ -192,6 +210,13 @@ impl GatewayError {
             Self::NoHealthyInstance { .. } => {
                 "available service node is not exist in consul".to_owned()
             }
+            Self::Overloaded { service } => {
+                format!("the {service} service is busy, please retry shortly")
+            }
+            Self::LoginThrottled { retry_after } => format!(
+                "too many failed login attempts, please retry after {} seconds",
+                retry_secs(*retry_after)
+            ),
             Self::BreakerOpen { instance, open_for } => format!(
                 "circuit breaker is open (service id: {instance}, time out: {}s)",
                 open_for.as_secs()
@@ -204,7 +229,12 @@ impl GatewayError {
                 grpc_code,
                 detail,
                 ..
-            } => format!("{rpc} returns unexpected error, code: {grpc_code}, detail: {detail}"),
+            } => {
+                // The backend's or the transport's text stays in the log line (the
+                // error's Display); the client learns the call and the gRPC code.
+                let _ = detail;
+                format!("{rpc} returns unexpected error, code: {grpc_code}")
+            }
             Self::InvalidUpstreamStatus { rpc, status } => {
                 format!("{rpc} replied with an invalid status ({status})")
             }
@@ -217,14 +247,20 @@ impl GatewayError {
     pub fn was_sent(&self) -> bool {
         match self {
             Self::Deadline { sent, .. } | Self::Upstream { sent, .. } => *sent,
-            Self::NoHealthyInstance { .. } | Self::BreakerOpen { .. } => false,
+            Self::NoHealthyInstance { .. } | Self::BreakerOpen { .. } | Self::Overloaded { .. } => {
+                false
+            }
             _ => true,
         }
     }
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::RateLimited { retry_after } | Self::Blocked { retry_after } => Some(*retry_after),
+            Self::RateLimited { retry_after }
+            | Self::Blocked { retry_after }
+            | Self::LoginThrottled { retry_after } => Some(*retry_after),
+            // A shed call is worth retrying about a second later.
+            Self::Overloaded { .. } => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -250,13 +286,59 @@ impl IntoResponse for GatewayError {
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, json_content_type());
+        // An error is never worth storing: it may be gone on the next try.
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(after) = self.retry_after() {
-            let secs = after.as_secs_f64().ceil().max(1.0) as u64;
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_secs(after)));
         }
         response.extensions_mut().insert(Failure(self));
         response
     }
+}
+
+/// serde's wording with Rust's vocabulary replaced by JSON's: `expected struct
+/// LoginStudentInput` becomes `expected a JSON object`, `expected u32` becomes
+/// `expected a non-negative integer`, `sequence` becomes `array`.
+pub fn plain(text: &str) -> String {
+    let text = text
+        .replace("a sequence", "an array")
+        .replace("a map", "an object");
+    let mut out = Vec::new();
+    let mut words = text.split(' ').peekable();
+    while let Some(word) = words.next() {
+        let core = word.trim_end_matches([',', '.', ';', ':']);
+        let tail = &word[core.len()..];
+        let replaced = match core {
+            "struct" | "enum" if words.peek().is_some() => {
+                let name = words.next().unwrap_or_default();
+                let name_tail = name.trim_start_matches(|c: char| c.is_alphanumeric() || c == '_');
+                let what = if core == "struct" {
+                    "a JSON object"
+                } else {
+                    "one of the allowed values"
+                };
+                out.push(format!("{what}{name_tail}"));
+                continue;
+            }
+            "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a non-negative integer",
+            "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "an integer",
+            "f32" | "f64" => "a number",
+            "sequence" => "array",
+            "map" => "object",
+            "`()`" | "unit" => "null",
+            _ => {
+                out.push(word.to_owned());
+                continue;
+            }
+        };
+        out.push(format!("{replaced}{tail}"));
+    }
+    out.join(" ")
+}
+
+/// Whole seconds of a `Retry-After`, rounded up, at least 1.
+fn retry_secs(after: Duration) -> u64 {
+    after.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// Serializes `{status, code, message}`.
@@ -308,6 +390,44 @@ mod tests {
             assert_eq!(value["code"], code);
             assert!(value["message"].as_str().is_some_and(|m| !m.is_empty()));
         }
+    }
+
+    #[test]
+    fn serde_texts_lose_their_rust_names() {
+        let cases = [
+            (
+                "invalid type: sequence, expected struct LoginStudentInput at line 1 column 0",
+                "invalid type: array, expected a JSON object at line 1 column 0",
+            ),
+            (
+                "invalid value: integer `-1`, expected u32 at line 1 column 9",
+                "invalid value: integer `-1`, expected a non-negative integer at line 1 column 9",
+            ),
+            (
+                "invalid type: map, expected a sequence",
+                "invalid type: object, expected an array",
+            ),
+            ("expected enum Situation", "expected one of the allowed values"),
+            ("invalid type: floating point `1.5`, expected i64", "invalid type: floating point `1.5`, expected an integer"),
+            ("'start' must be a non-negative integer, got 'abc'", "'start' must be a non-negative integer, got 'abc'"),
+        ];
+        for (serde, wanted) in cases {
+            assert_eq!(plain(serde), wanted);
+        }
+        let upstream = GatewayError::Upstream {
+            rpc: "GetOuting",
+            grpc_code: 13,
+            detail: "h2 protocol error: Error { kind: GoAway }".into(),
+            sent: true,
+        };
+        assert_eq!(upstream.message(), "GetOuting returns unexpected error, code: 13");
+        assert!(upstream.to_string().contains("GoAway"), "the log keeps the detail");
+    }
+
+    #[test]
+    fn errors_are_not_stored() {
+        let response = GatewayError::NotFound { path: "/x".into() }.into_response();
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
     }
 
     #[test]

@@ -117,7 +117,16 @@ fn body_error(err: &(dyn std::error::Error + 'static), limit: usize) -> GatewayE
         }
         source = current.source();
     }
-    GatewayError::bind("request body", err)
+    GatewayError::bind_opaque("request body", "the body could not be read", err)
+}
+
+/// A multipart body that does not parse: a plain reason, the parser's text in the log.
+fn malformed_multipart(err: &dyn std::fmt::Display) -> GatewayError {
+    GatewayError::bind_opaque(
+        "multipart request",
+        "the body is not a well-formed multipart/form-data form",
+        err,
+    )
 }
 
 async fn read_multipart(request: Request, limit: usize) -> Result<FormMap, GatewayError> {
@@ -128,12 +137,12 @@ async fn read_multipart(request: Request, limit: usize) -> Result<FormMap, Gatew
     let request = Request::from_parts(parts, Body::from(bytes));
     let mut multipart = Multipart::from_request(request, &())
         .await
-        .map_err(|e| GatewayError::bind("multipart request", e.body_text()))?;
+        .map_err(|e| malformed_multipart(&e))?;
     let mut form = FormMap::default();
     while let Some(field) = multipart
         .next_field()
         .await
-        .map_err(|e| GatewayError::bind("multipart request", e.body_text()))?
+        .map_err(|e| malformed_multipart(&e))?
     {
         let Some(name) = field.name().map(str::to_owned) else {
             continue;
@@ -142,7 +151,7 @@ async fn read_multipart(request: Request, limit: usize) -> Result<FormMap, Gatew
         let data = field
             .bytes()
             .await
-            .map_err(|e| GatewayError::bind("multipart request", e.body_text()))?;
+            .map_err(|e| malformed_multipart(&e))?;
         let value = if is_file {
             FormValue::File(data)
         } else {

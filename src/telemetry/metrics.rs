@@ -119,6 +119,18 @@ pub struct Metrics {
     pub connections_open: Gauge,
     pub connections_refused: Family<ReasonLabels, Counter>,
     pub connections_closed: Family<ReasonLabels, Counter>,
+    /// Requests answered 503 by the overload bounds, per service.
+    pub shed: Family<ServiceLabels, Counter>,
+    /// Calls holding a slot of the overload bounds, per service.
+    pub requests_in_flight: Family<ServiceLabels, Gauge>,
+    /// Logins refused by the login throttle, by `scope` (`account_ip`, `account`).
+    pub login_throttled: Family<ScopeLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    /// `account_ip` or `account`.
+    pub scope: &'static str,
 }
 
 impl Default for Metrics {
@@ -167,6 +179,24 @@ impl Metrics {
             "connections_closed",
             "Client connections or requests cut by a limit (header_timeout, body_timeout, idle_timeout, header_too_large)",
             connections_closed.clone(),
+        );
+        let shed = Family::<ServiceLabels, Counter>::default();
+        let requests_in_flight = Family::<ServiceLabels, Gauge>::default();
+        let login_throttled = Family::<ScopeLabels, Counter>::default();
+        registry.register(
+            "shed",
+            "Requests answered 503 at once because a service's overload bounds were full",
+            shed.clone(),
+        );
+        registry.register(
+            "requests_in_flight",
+            "Upstream calls in flight per service (slots of the overload bounds)",
+            requests_in_flight.clone(),
+        );
+        registry.register(
+            "login_throttled",
+            "Login attempts refused with 429 by the login throttle, by scope",
+            login_throttled.clone(),
         );
         registry.register(
             "http_requests",
@@ -251,6 +281,9 @@ impl Metrics {
             connections_open,
             connections_refused,
             connections_closed,
+            shed,
+            requests_in_flight,
+            login_throttled,
         }
     }
 

@@ -9,6 +9,7 @@ pub mod consul;
 pub mod discovery;
 pub mod flip;
 pub mod pool;
+pub mod shed;
 pub mod webhook;
 
 use std::fmt;
