@@ -7,7 +7,7 @@
 //! treated as 1), rate-limits its loop and backs off with full jitter on errors.
 //!
 //! Recovery is quick: a webhook trigger ends a back-off pause at once, and while Consul
-//! is unreachable one shared [`probe`] loop asks the cheap `GET /v1/status/leader` every
+//! is unreachable one shared [`Probe`] loop asks the cheap `GET /v1/status/leader` every
 //! `consul.probe_interval`; its first success ends every watcher's pause, so the first
 //! good query follows Consul's return within about one probe interval instead of a
 //! back-off that may have grown to `consul.max_backoff`.
