@@ -413,10 +413,8 @@ impl LoginThrottle {
         let locked = match (&self.cluster, local) {
             (_, [Some(ms), _]) => Some((LoginScope::AccountIp, ms)),
             (_, [None, Some(ms)]) => Some((LoginScope::Account, ms)),
-            (Some(cluster), [None, None]) => match cluster.login_locked(&keys.redis).await {
-                Some(remote) => remote,
-                None => None,
-            },
+            // Redis failing (`None`) leaves the local answer, which is "not locked".
+            (Some(cluster), [None, None]) => cluster.login_locked(&keys.redis).await.flatten(),
             (None, [None, None]) => None,
         };
         let Some((scope, ms)) = locked else {
