@@ -153,14 +153,28 @@ async fn reads_reject_bad_requests() {
     ];
     for suffix in ["", "/card"] {
         let path = |id: &str| format!("{}{suffix}", outing(id));
+        // The card is for students only: other kinds stop at the gateway.
+        let not_student = |backend: (u16, i64)| if suffix.is_empty() { backend } else { (403, 0) };
+        let (parent_status, parent_code) = not_student((403, -2601));
+        let (teacher_status, teacher_code) = not_student((404, -2301));
         cases.extend([
             get(path(AWAITING_PARENT_OUTING), "", 401, -101),
             get(path(AWAITING_PARENT_OUTING), ADMIN_UUID, 403, 0),
             // Another student's outing: the service's ownership check.
             get(path(AWAITING_PARENT_OUTING), STUDENT2_UUID, 403, -2601),
-            get(path(STUDENT2_OUTING), PARENT_UUID, 403, -2601),
+            get(
+                path(STUDENT2_OUTING),
+                PARENT_UUID,
+                parent_status,
+                parent_code,
+            ),
             get(path("outing-00000000000x"), STUDENT_UUID, 400, -204),
-            get(path(UNKNOWN_OUTING), TEACHER_UUID, 404, -2301),
+            get(
+                path(UNKNOWN_OUTING),
+                TEACHER_UUID,
+                teacher_status,
+                teacher_code,
+            ),
         ]);
     }
     run(&gw, cases).await;
@@ -325,12 +339,13 @@ async fn student_reads_own_outings_and_card() {
     for key in ["start_time", "end_time", "reason"] {
         assert!(!body[key].is_null(), "{key} in {body}");
     }
-    // Teachers and the owner's parent read outings and cards too.
+    // Teachers and the owner's parent read outings too; the card is the owning
+    // student's only (its callers line), refused at the gateway.
     run(
         &gw,
         vec![
-            case(Method::GET, card.clone(), TEACHER_UUID, 200, 0),
-            case(Method::GET, card, PARENT_UUID, 200, 0),
+            case(Method::GET, card.clone(), TEACHER_UUID, 403, 0),
+            case(Method::GET, card, PARENT_UUID, 403, 0),
             case(Method::GET, outing(STUDENT2_OUTING), TEACHER_UUID, 200, 0),
         ],
     )
@@ -350,10 +365,12 @@ async fn teacher_filters_outings() {
             case(
                 Method::GET,
                 filter("?grade=2&group=1&floor=3&start=1&count=2"),
-                ADMIN_UUID,
+                TEACHER_UUID,
                 200,
                 0,
             ),
+            // Callers: teachers (the admin app has no use for it).
+            case(Method::GET, filter(""), ADMIN_UUID, 403, 0),
         ],
     )
     .await;

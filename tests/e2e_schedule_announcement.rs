@@ -191,11 +191,12 @@ async fn schedule_refusals() {
             407,
             0,
         ),
+        // Admins have no class: refused at the gateway.
         case(
             Method::GET,
             "/v1/time-tables/years/2021/months/3/days/8",
             ADMIN,
-            404,
+            403,
             0,
         ),
     ];
@@ -257,11 +258,20 @@ async fn schedules_are_listed_by_month_and_managed_by_teachers() {
     );
 
     let path = format!("/v1/schedules/uuid/{uuid}");
+    // Changes are the teachers' (callers line); admins are refused at the gateway.
+    run(
+        &gw,
+        vec![with_body(
+            case(Method::PATCH, path.clone(), ADMIN, 403, 0),
+            json!({}),
+        )],
+    )
+    .await;
     let updated = expect(
         &gw,
         Method::PATCH,
         &path,
-        ADMIN,
+        TEACHER,
         Some(schedule_body(MARCH_10, MARCH_10 + 3600, "입학식")),
         200,
     )

@@ -76,7 +76,11 @@ pub struct Claims {
     #[serde(deserialize_with = "numeric_date")]
     pub exp: u64,
     /// Unix seconds of issue; optional (tokens of the original carry none).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_date")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_date"
+    )]
     pub iat: Option<i64>,
 }
 
@@ -192,7 +196,10 @@ impl JwtKeys {
     fn check_claims(&self, claims: &Claims) -> Result<(), GatewayError> {
         if claims.token_type != ACCESS_TOKEN {
             tracing::debug!("JWT refused: type claim is not access_token");
-            return Err(unauthenticated(code::INVALID_CLAIMS, "invalid claims of jwt"));
+            return Err(unauthenticated(
+                code::INVALID_CLAIMS,
+                "invalid claims of jwt",
+            ));
         }
         if self.issued_in_future(claims.iat) {
             return Err(unexpected("token used before issued"));
@@ -213,7 +220,9 @@ impl JwtKeys {
             ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm
                 if self.also_out_of_time(token) =>
             {
-                unexpected("token has several problems: invalid signature and expired or used before issued")
+                unexpected(
+                    "token has several problems: invalid signature and expired or used before issued",
+                )
             }
             ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => {
                 unauthenticated(code::INVALID_SIGNATURE, "invalid signature of JWT")
@@ -609,7 +618,10 @@ mod tests {
             r#"{{"uuid":"student-000000000001","type":"access_token","exp":{max}}}"#
         ));
         assert!(keys.verify(&far).is_ok());
-        assert!(keys.verify(&far).is_ok(), "remembered, re-checked without overflow");
+        assert!(
+            keys.verify(&far).is_ok(),
+            "remembered, re-checked without overflow"
+        );
         // A bad signature with exp = 2^64−1 is a bad signature only (-103), not "several
         // problems" (the unchecked `exp + leeway` used to wrap into the past).
         let other = hand_made(
@@ -672,7 +684,14 @@ mod tests {
         for token in ["a.b", "$$$.$$$.$$$", "eyJ.eyJ.sig", "a.b.c.d", "", "x"] {
             let err = keys.verify(token).expect_err(token);
             let message = err.message();
-            for leak in ["InvalidToken", "Base64", "InvalidByte", "Json(", "Error(", "{"] {
+            for leak in [
+                "InvalidToken",
+                "Base64",
+                "InvalidByte",
+                "Json(",
+                "Error(",
+                "{",
+            ] {
                 assert!(!message.contains(leak), "{token:?}: {message}");
             }
         }

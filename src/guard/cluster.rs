@@ -11,8 +11,8 @@ use redis::{FromRedisValue, ScriptInvocation};
 use super::clock::{GuardClock, millis};
 use super::config::ClusterConfig;
 use super::ip_table::{IpDecision, WindowRule};
-use super::login::{LoginRule, LoginScope};
 use super::log_every::LogEvery;
+use super::login::{LoginRule, LoginScope};
 use super::redis_scripts::{self, Scripts};
 use super::service_limit::GcraOutcome;
 

@@ -413,10 +413,8 @@ impl LoginThrottle {
         let locked = match (&self.cluster, local) {
             (_, [Some(ms), _]) => Some((LoginScope::AccountIp, ms)),
             (_, [None, Some(ms)]) => Some((LoginScope::Account, ms)),
-            (Some(cluster), [None, None]) => match cluster.login_locked(&keys.redis).await {
-                Some(remote) => remote,
-                None => None,
-            },
+            // Redis failing (`None`) leaves the local answer, which is "not locked".
+            (Some(cluster), [None, None]) => cluster.login_locked(&keys.redis).await.flatten(),
             (None, [None, None]) => None,
         };
         let Some((scope, ms)) = locked else {
@@ -603,10 +601,16 @@ mod tests {
         // After the lockout, 10 more failures lock for twice as long.
         tokio::time::advance(Duration::from_secs(60)).await;
         fail_times(&throttle, &attacker, 10).await;
-        assert_eq!(retry_secs(&throttle.admit(&attacker).await.expect_err("locked")), 120);
+        assert_eq!(
+            retry_secs(&throttle.admit(&attacker).await.expect_err("locked")),
+            120
+        );
         tokio::time::advance(Duration::from_secs(120)).await;
         fail_times(&throttle, &attacker, 10).await;
-        assert_eq!(retry_secs(&throttle.admit(&attacker).await.expect_err("locked")), 240);
+        assert_eq!(
+            retry_secs(&throttle.admit(&attacker).await.expect_err("locked")),
+            240
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -619,7 +623,10 @@ mod tests {
             if throttle.admit(&attacker).await.is_ok() {
                 throttle.settle(&attacker, LoginOutcome::Failed).await;
             }
-            throttle.admit(&user).await.expect("the user is never locked out");
+            throttle
+                .admit(&user)
+                .await
+                .expect("the user is never locked out");
             tokio::time::advance(Duration::from_secs(1)).await;
         }
     }
@@ -666,7 +673,10 @@ mod tests {
         let throttle = throttle(&config);
         for n in 0..10_000 {
             throttle
-                .settle(&attempt(&format!("user{n}"), "198.51.100.7"), LoginOutcome::Failed)
+                .settle(
+                    &attempt(&format!("user{n}"), "198.51.100.7"),
+                    LoginOutcome::Failed,
+                )
                 .await;
         }
         assert!(throttle.tracked() <= 2 * 64, "{}", throttle.tracked());
@@ -686,12 +696,21 @@ mod tests {
                 message: String::new(),
             })
         };
-        assert_eq!(LoginOutcome::of(&Ok::<(), GatewayError>(())), LoginOutcome::Succeeded);
+        assert_eq!(
+            LoginOutcome::of(&Ok::<(), GatewayError>(())),
+            LoginOutcome::Succeeded
+        );
         for code in CREDENTIAL_FAILURES {
             assert_eq!(LoginOutcome::of(&relayed(409, code)), LoginOutcome::Failed);
         }
-        assert_eq!(LoginOutcome::of(&relayed(409, -413)), LoginOutcome::Undecided);
-        assert_eq!(LoginOutcome::of(&relayed(500, -402)), LoginOutcome::Undecided);
+        assert_eq!(
+            LoginOutcome::of(&relayed(409, -413)),
+            LoginOutcome::Undecided
+        );
+        assert_eq!(
+            LoginOutcome::of(&relayed(500, -402)),
+            LoginOutcome::Undecided
+        );
         let deadline: Result<(), GatewayError> = Err(GatewayError::Deadline {
             rpc: "LoginStudentAuth",
             sent: true,
@@ -708,7 +727,10 @@ mod tests {
             "[account]\nfailures = 0\nwindow = \"1m\"\nlockout = \"1m\"\nmax_lockout = \"1m\"",
         )
         .expect("parses");
-        assert_eq!(bad.check().expect_err("zero").0, "guard.login.account.failures");
+        assert_eq!(
+            bad.check().expect_err("zero").0,
+            "guard.login.account.failures"
+        );
         let ids = LoginAttempt::new("student", &"x".repeat(10_000), None);
         assert_eq!(ids.account.len(), MAX_ID_CHARS);
     }

@@ -34,8 +34,8 @@ pub use cluster::GuardStats;
 pub use config::{GuardConfig, GuardConfigError, Scope};
 pub use ip_guard::IpGuard;
 pub use ip_table::{IpDecision, IpTableStats};
-pub use login::{LoginAttempt, LoginOutcome, LoginThrottle};
 pub use layer::{IpGuardLayer, IpGuardService};
+pub use login::{LoginAttempt, LoginOutcome, LoginThrottle};
 pub use service_limit::{RateLimitStatus, ServiceLimited, ServiceLimits};
 
 use clock::GuardClock;

@@ -114,7 +114,10 @@ impl GatewayError {
     pub fn bind(source: &str, err: impl std::fmt::Display) -> Self {
         Self::BadRequest {
             code: code::BIND_FAILURE,
-            message: format!("failed to bind {source} into request, err: {}", plain(&err.to_string())),
+            message: format!(
+                "failed to bind {source} into request, err: {}",
+                plain(&err.to_string())
+            ),
         }
     }
 
@@ -407,9 +410,18 @@ mod tests {
                 "invalid type: map, expected a sequence",
                 "invalid type: object, expected an array",
             ),
-            ("expected enum Situation", "expected one of the allowed values"),
-            ("invalid type: floating point `1.5`, expected i64", "invalid type: floating point `1.5`, expected an integer"),
-            ("'start' must be a non-negative integer, got 'abc'", "'start' must be a non-negative integer, got 'abc'"),
+            (
+                "expected enum Situation",
+                "expected one of the allowed values",
+            ),
+            (
+                "invalid type: floating point `1.5`, expected i64",
+                "invalid type: floating point `1.5`, expected an integer",
+            ),
+            (
+                "'start' must be a non-negative integer, got 'abc'",
+                "'start' must be a non-negative integer, got 'abc'",
+            ),
         ];
         for (serde, wanted) in cases {
             assert_eq!(plain(serde), wanted);
@@ -420,8 +432,14 @@ mod tests {
             detail: "h2 protocol error: Error { kind: GoAway }".into(),
             sent: true,
         };
-        assert_eq!(upstream.message(), "GetOuting returns unexpected error, code: 13");
-        assert!(upstream.to_string().contains("GoAway"), "the log keeps the detail");
+        assert_eq!(
+            upstream.message(),
+            "GetOuting returns unexpected error, code: 13"
+        );
+        assert!(
+            upstream.to_string().contains("GoAway"),
+            "the log keeps the detail"
+        );
     }
 
     #[test]

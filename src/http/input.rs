@@ -148,10 +148,7 @@ async fn read_multipart(request: Request, limit: usize) -> Result<FormMap, Gatew
             continue;
         };
         let is_file = field.file_name().is_some();
-        let data = field
-            .bytes()
-            .await
-            .map_err(|e| malformed_multipart(&e))?;
+        let data = field.bytes().await.map_err(|e| malformed_multipart(&e))?;
         let value = if is_file {
             FormValue::File(data)
         } else {

@@ -375,10 +375,8 @@ mod tests {
             ..OverloadConfig::default()
         };
         let shed = Shedder::new(&config, &metrics);
-        let slots: Vec<_> = futures_util::future::join_all(
-            (0..5000).map(|_| shed.admit(Service::Auth)),
-        )
-        .await;
+        let slots: Vec<_> =
+            futures_util::future::join_all((0..5000).map(|_| shed.admit(Service::Auth))).await;
         assert!(slots.iter().all(Result::is_ok));
     }
 
