@@ -14,7 +14,8 @@
 # 4. the uncached read's user-space instructions per request (callgrind, 2000 sequential
 #    requests on one kept-alive connection) for this build and, with EDGE_BASE_BIN, the
 #    build before the change.
-# Prints a Markdown report; changes no file. Knobs: EDGE_IDLE, EDGE_REQUESTS.
+# Prints a Markdown report; changes no file. Knobs: EDGE_IDLE, EDGE_REQUESTS, EDGE_BIN
+# (another gateway binary), EDGE_SKIP_CALLGRIND=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -22,6 +23,7 @@ IDLE=${EDGE_IDLE:-2000}
 REQUESTS=${EDGE_REQUESTS:-2000}
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
+BIN=${EDGE_BIN:-$BIN}
 [ -x "$BIN" ] || { echo "build first: cargo build --release --locked --bin sms-gateway" >&2; exit 1; }
 
 # Client side of the figures, in Python (standard library only).
@@ -109,7 +111,7 @@ idle_memory() {
   echo >&"${CLIENTS[1]}"
   wait "$CLIENTS_PID" 2>/dev/null || true
   stop_gateway
-  printf '| %s | %d | %d | %d | %.1f |\n' "$kind" "$IDLE" "$kept" $((after - before)) \
+  printf '| %s | %d | %d | %d | %.1f |\n' "$([ "$kind" = ping ] && echo 'one /ping (kept alive)' || echo '40 KB of an unfinished head')" "$IDLE" "$kept" $((after - before)) \
     "$(awk -v d=$((after - before)) -v n="$kept" 'BEGIN { print (n ? d / n : 0) }')"
 }
 
@@ -135,7 +137,7 @@ echo "# Edge figures ($(date -u +%F), $(nproc) cores, open-file limit $NOFILE)"
 echo
 echo "## Memory per idle connection"
 echo
-echo "| connections | opened | kept open | RSS delta KiB | KiB / connection |"
+echo "| held after | opened | kept open | RSS delta KiB | KiB / connection |"
 echo "|---|---|---|---|---|"
 idle_memory ping
 idle_memory partial-head-40KB
@@ -147,7 +149,7 @@ one=$(python3 "$WORK/clients.py" cap "$GW_PORT" 400)
 echo "- one IP (127.0.0.2) opened 400 connections, the gateway kept **$one** open (default"
 echo "  \`http.max_connections_per_ip\` 256, at most half the global cap)."
 echo "- all IPs: the global cap derived from this process's open-file limit $NOFILE is"
-echo "  **$(( NOFILE - 128 < 65536 ? NOFILE - 128 : 65536 ))** (limit − \`http.fd_reserve\` 128, at most 65536)."
+echo "  **$(( NOFILE - 128 < 10000 ? NOFILE - 128 : 10000 ))** (limit − \`http.fd_reserve\` 128, at most 10000)."
 echo
 echo "## Time to cut a slowloris client"
 echo
@@ -157,7 +159,9 @@ stop_gateway
 echo
 echo "## Uncached read, user-space instructions per request (callgrind)"
 echo
-if command -v valgrind >/dev/null 2>&1; then
+if [ "${EDGE_SKIP_CALLGRIND:-0}" = 1 ]; then
+  echo "skipped (EDGE_SKIP_CALLGRIND=1)."
+elif command -v valgrind >/dev/null 2>&1; then
   echo "- this build: **$(instructions "$BIN")**"
   if [ -n "${EDGE_BASE_BIN:-}" ]; then
     echo "- before (\`$EDGE_BASE_BIN\`): **$(instructions "$EDGE_BASE_BIN")**"

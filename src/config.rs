@@ -312,7 +312,8 @@ pub struct HttpConfig {
     #[serde(default = "defaults::max_headers")]
     pub max_headers: usize,
     /// Open client connections at most; more are accepted and closed at once. Default:
-    /// the process's open-file limit minus `fd_reserve` (at most 65536).
+    /// the process's open-file limit minus `fd_reserve`, at most 10000 (a connection
+    /// holding a 40 KB unfinished head takes ~150 KiB: size this to the memory budget).
     #[serde(default)]
     pub max_connections: Option<usize>,
     /// Descriptors kept free of client connections for upstream channels, Redis,

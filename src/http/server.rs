@@ -54,7 +54,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Upper bound of the derived global connection cap.
-const DERIVED_CAP_MAX: usize = 65_536;
+const DERIVED_CAP_MAX: usize = 10_000;
 
 /// Everything the listener enforces, resolved from the configuration.
 #[derive(Debug, Clone)]

@@ -43,9 +43,11 @@ pub struct Gateway {
 /// Config text for the given service addresses.
 pub fn config_text(addresses: &BTreeMap<Service, Vec<String>>) -> String {
     // Tests send bursts from one loopback address: the guard's defaults (50 requests a
-    // second per IP, 1000 per service) are raised here; tests/e2e_guard.rs sets its own.
+    // second per IP, 1000 per service) and the per-IP connection cap (256; 400
+    // concurrent requests open as many connections) are raised here; tests/e2e_guard.rs
+    // and tests/e2e_edge.rs set their own.
     let mut text = format!(
-        "[jwt]\nsecret = \"{SECRET}\"\n[log]\nformat = \"text\"\n\
+        "[jwt]\nsecret = \"{SECRET}\"\n[log]\nformat = \"text\"\n[http]\nmax_connections_per_ip = 4096\n\
          [guard.ip]\nlimit = 1000000\n[guard.services]\nper_second = 1000000\nburst = 1000000\n"
     );
     for (service, addrs) in addresses {
