@@ -55,6 +55,12 @@ pub struct Config {
     /// The response cache (spec decisions 9, 12, 13, 19).
     #[serde(default)]
     pub cache: CacheConfig,
+    /// The admin listener (`/metrics`, `/admin/audit`), off the public port.
+    #[serde(default)]
+    pub admin: crate::admin::AdminConfig,
+    /// The audit stream of security events.
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// Per-instance circuit breaker numbers (decision 15).
@@ -533,6 +539,15 @@ impl Config {
             }
         }
         self.validate_cache()?;
+        self.audit
+            .validate()
+            .map_err(|(key, reason)| invalid(key, reason))?;
+        if self.admin.listen == self.listen && self.listen.port() != 0 {
+            return Err(invalid(
+                "admin.listen",
+                "must differ from listen (the admin listener is off the public port)",
+            ));
+        }
         Ok(())
     }
 

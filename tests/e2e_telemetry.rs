@@ -407,16 +407,7 @@ fn samples(text: &str) -> Vec<(String, f64)> {
 #[tokio::test]
 async fn metrics_parse_and_move() {
     let gw = Gateway::start().await;
-    let scrape = || async {
-        let response = gw
-            .client
-            .get(gw.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics");
-        assert_eq!(response.status(), 200);
-        samples(&response.text().await.expect("text"))
-    };
+    let scrape = || async { samples(&gw.metrics().await) };
     let value = |samples: &[(String, f64)], series: &str| {
         samples
             .iter()

@@ -58,6 +58,12 @@ pub struct RejectionLabels {
     pub service: &'static str,
 }
 
+/// `kind` = one of [`crate::audit::AuditKind::ALL`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuditLabels {
+    pub kind: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs … ~13 s.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -82,6 +88,8 @@ pub struct Metrics {
     pub consul_errors: Family<ServiceLabels, Counter>,
     pub instances: Family<ServiceLabels, Gauge>,
     pub redis_errors: Counter,
+    pub audit_events: Family<AuditLabels, Counter>,
+    pub audit_suppressed: Family<AuditLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -112,6 +120,8 @@ impl Metrics {
         let consul_errors = Family::<ServiceLabels, Counter>::default();
         let instances = Family::<ServiceLabels, Gauge>::default();
         let redis_errors = Counter::default();
+        let audit_events = Family::<AuditLabels, Counter>::default();
+        let audit_suppressed = Family::<AuditLabels, Counter>::default();
         registry.register(
             "http_requests",
             "HTTP requests by method, route template and status",
@@ -172,6 +182,16 @@ impl Metrics {
             "Failed or timed-out Redis operations",
             redis_errors.clone(),
         );
+        registry.register(
+            "audit_events",
+            "Security events of the audit stream by kind",
+            audit_events.clone(),
+        );
+        registry.register(
+            "audit_suppressed",
+            "Audit events only counted, over the per-kind rate bound",
+            audit_suppressed.clone(),
+        );
         Self {
             registry,
             requests,
@@ -186,6 +206,8 @@ impl Metrics {
             consul_errors,
             instances,
             redis_errors,
+            audit_events,
+            audit_suppressed,
         }
     }
 
