@@ -508,7 +508,7 @@ impl Config {
             .map_err(|e| invalid(e.key, e.reason))?;
         self.telemetry
             .validate()
-            .map_err(|e| invalid("telemetry.sampling_ratio", e.to_string()))?;
+            .map_err(|e| invalid("telemetry", e.to_string()))?;
         if self.breaker.open_for.is_zero() {
             return Err(invalid("breaker.open_for", "must be greater than 0"));
         }

@@ -23,6 +23,7 @@ use reqwest::Method;
 use serde_json::json;
 use sms_gateway::config::{LogConfig, LogFormat};
 use sms_gateway::telemetry::{self, TelemetryConfig};
+use sms_gateway::upstream::Service;
 use support::{Gateway, seed};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -120,9 +121,14 @@ fn json_logs() -> LogConfig {
 }
 
 fn exporting_to(address: SocketAddr, ratio: f64) -> TelemetryConfig {
+    exporting_with(address, ratio, Duration::from_secs(1))
+}
+
+fn exporting_with(address: SocketAddr, ratio: f64, slow: Duration) -> TelemetryConfig {
     TelemetryConfig {
         otlp_endpoint: Some(format!("http://{address}")),
         sampling_ratio: ratio,
+        keep_slower_than: slow,
         export_interval: Duration::from_millis(100),
         export_timeout: Duration::from_millis(500),
         ..TelemetryConfig::default()
@@ -177,12 +183,12 @@ async fn spans_reach_the_collector_and_the_backend_sees_the_same_trace() {
             spans.iter().any(|s| s.name == "GetStudentInformWithUUID")
                 && spans
                     .iter()
-                    .any(|s| s.name == "/v1/students/uuid/{student_uuid}")
+                    .any(|s| s.name == "GET /v1/students/uuid/{student_uuid}")
         })
         .await;
     let server = spans
         .iter()
-        .find(|s| s.name == "/v1/students/uuid/{student_uuid}")
+        .find(|s| s.name == "GET /v1/students/uuid/{student_uuid}")
         .expect("server span");
     let call = spans
         .iter()
@@ -414,7 +420,7 @@ async fn metrics_parse_and_move() {
             .find(|(s, _)| s == series)
             .map_or(0.0, |(_, v)| *v)
     };
-    let requests = r#"sms_gateway_http_requests_total{method="GET",route="/v1/students/uuid/{student_uuid}",status="200"}"#;
+    let requests = r#"sms_gateway_http_requests_total{method="GET",route="GET /v1/students/uuid/{student_uuid}",status="200"}"#;
     let calls_prefix = r#"sms_gateway_upstream_calls_total{service="auth""#;
     let before = scrape().await;
     for _ in 0..3 {
@@ -441,4 +447,117 @@ async fn metrics_parse_and_move() {
             .iter()
             .any(|(s, _)| s.starts_with("sms_gateway_http_request_duration_seconds_bucket"))
     );
+}
+
+/// Server spans by name, with their status code (OTLP: 0 unset, 1 ok, 2 error).
+fn server_spans(spans: &[Span]) -> Vec<(String, i32)> {
+    let mut names: Vec<(String, i32)> = spans
+        .iter()
+        .filter(|s| s.kind == opentelemetry_proto::tonic::trace::v1::span::SpanKind::Server as i32)
+        .map(|s| (s.name.clone(), s.status.as_ref().map_or(0, |st| st.code)))
+        .collect();
+    names.sort();
+    names
+}
+
+/// One gateway answering each outcome once: a fast 200 (`/ping`), a 401, a 408 (the
+/// auth service is slower than its deadline), a 5xx (the club service is a closed
+/// port) and a slow 200 (the schedule service, delayed, uncached); at `ratio`, with
+/// traces kept from 250 ms on. Returns every span exported once the exporter is shut.
+async fn one_request_per_outcome(ratio: f64) -> Vec<Span> {
+    let (receiver, address) = Receiver::start().await;
+    let provider = telemetry::tracer_provider(&exporting_with(
+        address,
+        ratio,
+        Duration::from_millis(250),
+    ))
+    .expect("provider")
+    .expect("enabled");
+    let _default =
+        tracing::subscriber::set_default(telemetry::subscriber(&json_logs(), Some(&provider)));
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        listener.local_addr().expect("addr").to_string()
+    };
+    let options = sms_gateway::reference::Options {
+        delay: Duration::from_millis(300),
+    };
+    let gw = Gateway::start_with(options, |config| {
+        config.cache.enabled = false;
+        let services = &mut config.upstream.services;
+        if let Some(auth) = services.get_mut(&Service::Auth) {
+            auth.deadline = Some(Duration::from_millis(100));
+        }
+        if let Some(club) = services.get_mut(&Service::Club) {
+            club.addresses = vec![closed];
+        }
+    })
+    .await;
+    let ping = gw.send(gw.client.get(gw.url("/ping"))).await.0;
+    assert_eq!(ping, 200);
+    let student = format!("/v1/students/uuid/{STUDENT}");
+    assert_eq!(gw.call(Method::GET, &student, "", None).await.0, 401);
+    assert_eq!(gw.call(Method::GET, &student, STUDENT, None).await.0, 408);
+    let club = gw
+        .call(Method::GET, "/v1/clubs/uuid/club-000000000001", STUDENT, None)
+        .await
+        .0;
+    assert!((500..600).contains(&club), "{club}");
+    let month = "/v1/schedules/years/2021/months/3";
+    assert_eq!(gw.call(Method::GET, month, STUDENT, None).await.0, 200);
+    shut_down(provider).await;
+    receiver.all()
+}
+
+#[tokio::test]
+async fn at_ratio_zero_only_failed_and_slow_requests_are_exported_whole() {
+    let spans = one_request_per_outcome(0.0).await;
+    let servers = server_spans(&spans);
+    let names: Vec<&str> = servers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "GET /v1/clubs/uuid/{club_uuid}",
+            "GET /v1/schedules/years/{year}/months/{month}",
+            "GET /v1/students/uuid/{student_uuid}",
+        ],
+        "the 5xx, the slow 200 and the 408; not /ping, not the 401"
+    );
+    for (name, code) in &servers {
+        let error = name.starts_with("GET /v1/clubs");
+        assert_eq!(*code == 2, error, "only the 5xx is an error: {name} {code}");
+    }
+    // Each kept trace is whole: its gRPC call span came along.
+    for server in spans.iter().filter(|s| s.parent_span_id.is_empty()) {
+        assert!(
+            spans
+                .iter()
+                .any(|s| s.trace_id == server.trace_id && s.parent_span_id == server.span_id),
+            "{} lost its children",
+            server.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn at_ratio_one_every_request_is_exported() {
+    let spans = one_request_per_outcome(1.0).await;
+    let servers = server_spans(&spans);
+    let names: Vec<&str> = servers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "GET /ping",
+            "GET /v1/clubs/uuid/{club_uuid}",
+            "GET /v1/schedules/years/{year}/months/{month}",
+            "GET /v1/students/uuid/{student_uuid}",
+            "GET /v1/students/uuid/{student_uuid}",
+        ]
+    );
+    let unauthorized = servers
+        .iter()
+        .filter(|(n, _)| n == "GET /v1/students/uuid/{student_uuid}")
+        .filter(|(_, code)| *code == 2)
+        .count();
+    assert_eq!(unauthorized, 0, "a 4xx is not an error, nor the 408");
 }
