@@ -406,7 +406,8 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         .await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    span.record("http.response.status_code", status);
+    // As an integer attribute (tracing would record a u16 as text).
+    span.record("http.response.status_code", i64::from(status));
     if status >= 500 {
         span.record("otel.status_code", "ERROR");
     }

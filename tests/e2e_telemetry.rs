@@ -420,7 +420,7 @@ async fn metrics_parse_and_move() {
             .find(|(s, _)| s == series)
             .map_or(0.0, |(_, v)| *v)
     };
-    let requests = r#"sms_gateway_http_requests_total{method="GET",route="GET /v1/students/uuid/{student_uuid}",status="200"}"#;
+    let requests = r#"sms_gateway_http_requests_total{method="GET",route="/v1/students/uuid/{student_uuid}",status="200"}"#;
     let calls_prefix = r#"sms_gateway_upstream_calls_total{service="auth""#;
     let before = scrape().await;
     for _ in 0..3 {

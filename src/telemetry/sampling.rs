@@ -131,8 +131,9 @@ impl KeepRule {
             .attributes
             .iter()
             .find(|kv| kv.key.as_str() == STATUS_ATTRIBUTE)
-            .and_then(|kv| match kv.value {
-                Value::I64(n) => u16::try_from(n).ok(),
+            .and_then(|kv| match &kv.value {
+                Value::I64(n) => u16::try_from(*n).ok(),
+                Value::String(s) => s.as_str().parse().ok(),
                 _ => None,
             });
         status.is_some_and(|s| self.statuses.iter().any(|(lo, hi)| (*lo..=*hi).contains(&s)))
