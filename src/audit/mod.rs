@@ -149,6 +149,8 @@ pub struct Audit {
     epoch_ms: u64,
     events: Family<AuditLabels, Counter>,
     suppressed: Family<AuditLabels, Counter>,
+    /// The sequence number of the newest event, for readers that wait for events.
+    newest: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug)]
@@ -208,7 +210,13 @@ impl Audit {
             epoch_ms,
             events,
             suppressed,
+            newest: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Changes whenever an event is written (its value: the newest sequence number).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.newest.subscribe()
     }
 
     /// Records one event: counted always; written and kept unless its kind is over the
@@ -257,6 +265,7 @@ impl Audit {
             event
         };
         write_line(&event);
+        self.newest.send_replace(event.seq);
         Some(event)
     }
 
