@@ -145,7 +145,12 @@ pub fn build(config: &Config) -> Result<Gateway, BuildError> {
         metrics.clone(),
     ));
     if let Some((client, rx)) = flips {
-        background.push(tokio::spawn(flip::run(client, replica_name(), rx, audit.clone())));
+        background.push(tokio::spawn(flip::run(
+            client,
+            replica_name(),
+            rx,
+            audit.clone(),
+        )));
     }
     let discovery: Arc<dyn Discovery> = match consul {
         None => {

@@ -173,12 +173,15 @@ fn init_telemetry(config: &Config) -> Result<Option<SdkTracerProvider>> {
     let audit_file = sms_gateway::audit::file_layer(&config.audit).with_context(|| {
         format!(
             "audit.file: cannot open {:?}",
-            config.audit.file.as_deref().unwrap_or(std::path::Path::new(""))
+            config
+                .audit
+                .file
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
         )
     })?;
     let subscriber = telemetry::subscriber(&config.log, provider.as_ref()).with(audit_file);
-    tracing::subscriber::set_global_default(subscriber)
-        .context("installing the log subscriber")?;
+    tracing::subscriber::set_global_default(subscriber).context("installing the log subscriber")?;
     Ok(provider)
 }
 

@@ -241,7 +241,10 @@ async fn each_request_cause_is_one_event_and_nothing_secret_is_written() {
         support::SECRET,
     ] {
         assert!(!text.contains(secret), "{secret} was logged");
-        assert!(!page.to_string().contains(secret), "{secret} is in the ring");
+        assert!(
+            !page.to_string().contains(secret),
+            "{secret} is in the ring"
+        );
     }
 
     // The public port serves neither.
@@ -265,7 +268,12 @@ async fn the_ring_stays_bounded_under_a_flood() {
     .await;
     for _ in 0..20 {
         let (status, _) = gw
-            .call(Method::GET, &format!("/v1/students/uuid/{STUDENT}"), "", None)
+            .call(
+                Method::GET,
+                &format!("/v1/students/uuid/{STUDENT}"),
+                "",
+                None,
+            )
             .await;
         assert_eq!(status, 401);
     }
@@ -281,10 +289,13 @@ async fn bad_webhook_tokens_and_breaker_flips_are_audited_once() {
     let _default = quiet_logs();
     let consul = ConsulDouble::start().await;
     let shared = sms_gateway::reference::Shared::seeded();
-    let services =
-        sms_gateway::reference::spawn_all(None, &shared, &sms_gateway::reference::Options::default())
-            .await
-            .expect("services");
+    let services = sms_gateway::reference::spawn_all(
+        None,
+        &shared,
+        &sms_gateway::reference::Options::default(),
+    )
+    .await
+    .expect("services");
     // auth-1 is a closed port: its calls fail until the breaker opens and flips it.
     let closed = {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -466,13 +466,10 @@ fn server_spans(spans: &[Span]) -> Vec<(String, i32)> {
 /// traces kept from 250 ms on. Returns every span exported once the exporter is shut.
 async fn one_request_per_outcome(ratio: f64) -> Vec<Span> {
     let (receiver, address) = Receiver::start().await;
-    let provider = telemetry::tracer_provider(&exporting_with(
-        address,
-        ratio,
-        Duration::from_millis(250),
-    ))
-    .expect("provider")
-    .expect("enabled");
+    let provider =
+        telemetry::tracer_provider(&exporting_with(address, ratio, Duration::from_millis(250)))
+            .expect("provider")
+            .expect("enabled");
     let _default =
         tracing::subscriber::set_default(telemetry::subscriber(&json_logs(), Some(&provider)));
     let closed = {
@@ -499,7 +496,12 @@ async fn one_request_per_outcome(ratio: f64) -> Vec<Span> {
     assert_eq!(gw.call(Method::GET, &student, "", None).await.0, 401);
     assert_eq!(gw.call(Method::GET, &student, STUDENT, None).await.0, 408);
     let club = gw
-        .call(Method::GET, "/v1/clubs/uuid/club-000000000001", STUDENT, None)
+        .call(
+            Method::GET,
+            "/v1/clubs/uuid/club-000000000001",
+            STUDENT,
+            None,
+        )
         .await
         .0;
     assert!((500..600).contains(&club), "{club}");

@@ -295,7 +295,9 @@ impl Audit {
         self.record(
             AuditKind::BreakerFlip,
             Facts {
-                detail: Some(format!("service={service} instance={instance} consul={state}")),
+                detail: Some(format!(
+                    "service={service} instance={instance} consul={state}"
+                )),
                 ..Facts::default()
             },
         );

@@ -51,9 +51,10 @@ pub fn classify(
             Some(format!("code={code} by backend")),
         )),
         GatewayError::Forbidden { .. } => Some((AuditKind::Forbidden, None)),
-        GatewayError::Relayed { status, code, .. } if status.as_u16() == 403 => {
-            Some((AuditKind::Forbidden, Some(format!("code={code} by backend"))))
-        }
+        GatewayError::Relayed { status, code, .. } if status.as_u16() == 403 => Some((
+            AuditKind::Forbidden,
+            Some(format!("code={code} by backend")),
+        )),
         // The guard answers 429 once, to the request that crossed the limit; the block
         // then starts (403 `Blocked` for the rest of it, not audited again).
         GatewayError::RateLimited { retry_after } if !service_known => Some((

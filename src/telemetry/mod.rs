@@ -165,9 +165,9 @@ impl TelemetryConfig {
         if !self.keep_failures {
             return Ok(builder
                 .with_span_processor(processor)
-                .with_sampler(Sampler::ParentBased(Box::new(
-                    Sampler::TraceIdRatioBased(self.sampling_ratio),
-                ))));
+                .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                    self.sampling_ratio,
+                )))));
         }
         let outcome = sampling::OutcomeProcessor::new(
             processor,
@@ -230,11 +230,7 @@ pub fn tracer_provider(
     let resource = Resource::builder()
         .with_service_name(config.service_name.clone())
         .build();
-    Ok(Some(
-        builder
-            .with_resource(resource)
-            .build(),
-    ))
+    Ok(Some(builder.with_resource(resource).build()))
 }
 
 /// The log and trace subscriber: JSON or text lines on stdout filtered by the log

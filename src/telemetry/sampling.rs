@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use opentelemetry::trace::{
     Link, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
-    TraceState,
 };
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::Resource;
@@ -88,9 +87,7 @@ impl ShouldSample for OutcomeSampler {
                 SamplingDecision::RecordOnly
             },
             attributes: Vec::new(),
-            trace_state: parent
-                .map(|p| p.trace_state().clone())
-                .unwrap_or_else(TraceState::default),
+            trace_state: parent.map(|p| p.trace_state().clone()).unwrap_or_default(),
         }
     }
 }
@@ -108,7 +105,10 @@ impl KeepRule {
     pub fn new(keep_status: &[String], slower_than: Duration) -> Result<Self, String> {
         let statuses = keep_status
             .iter()
-            .map(|entry| parse_status(entry).ok_or_else(|| format!("{entry:?} is not a status (408) or class (5xx)")))
+            .map(|entry| {
+                parse_status(entry)
+                    .ok_or_else(|| format!("{entry:?} is not a status (408) or class (5xx)"))
+            })
             .collect::<Result<_, _>>()?;
         Ok(Self {
             statuses,
@@ -136,13 +136,20 @@ impl KeepRule {
                 Value::String(s) => s.as_str().parse().ok(),
                 _ => None,
             });
-        status.is_some_and(|s| self.statuses.iter().any(|(lo, hi)| (*lo..=*hi).contains(&s)))
+        status.is_some_and(|s| {
+            self.statuses
+                .iter()
+                .any(|(lo, hi)| (*lo..=*hi).contains(&s))
+        })
     }
 }
 
 fn parse_status(entry: &str) -> Option<(u16, u16)> {
     let entry = entry.trim();
-    if let Some(class) = entry.strip_suffix("xx").or_else(|| entry.strip_suffix("XX")) {
+    if let Some(class) = entry
+        .strip_suffix("xx")
+        .or_else(|| entry.strip_suffix("XX"))
+    {
         let class: u16 = class.parse().ok().filter(|c| (1..=5).contains(c))?;
         return Some((class * 100, class * 100 + 99));
     }
@@ -283,6 +290,7 @@ mod tests {
     use std::time::SystemTime;
 
     use opentelemetry::InstrumentationScope;
+    use opentelemetry::trace::TraceState;
     use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
 
     use super::*;
@@ -338,7 +346,10 @@ mod tests {
             Duration::from_secs(1),
         )
         .expect("rule");
-        (OutcomeProcessor::new(sink.clone(), rule, max_traces, 2), sink)
+        (
+            OutcomeProcessor::new(sink.clone(), rule, max_traces, 2),
+            sink,
+        )
     }
 
     /// What `on_start` of a root does, without an SDK span.
