@@ -6,10 +6,8 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::Method;
@@ -18,33 +16,13 @@ use sms_gateway::audit::TARGET;
 use sms_gateway::config::{Config, LogConfig, LogFormat};
 use sms_gateway::upstream::Service;
 use support::consul::ConsulDouble;
-use support::{Gateway, WEBHOOK_TOKEN, seed};
+use support::{Gateway, Lines, WEBHOOK_TOKEN, seed};
 use tokio::net::TcpListener;
 
 const STUDENT: &str = seed::STUDENT_UUID;
 const OTHER_STUDENT: &str = "student-000000000002";
 const WRONG_PASSWORD: &str = "wrong-pw-Secret-4711";
 const GENEROUS: Duration = Duration::from_secs(20);
-
-/// Log lines written by the subscriber.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lines").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Lines {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("lines")).into_owned()
-    }
-}
 
 /// `GET /admin/audit[?since=…]` on the admin listener.
 async fn audit_page(gw: &Gateway, query: &str) -> (u16, Value) {

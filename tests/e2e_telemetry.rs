@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,7 +23,7 @@ use serde_json::json;
 use sms_gateway::config::{LogConfig, LogFormat};
 use sms_gateway::telemetry::{self, TelemetryConfig};
 use sms_gateway::upstream::Service;
-use support::{Gateway, seed};
+use support::{Gateway, Lines, seed};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -90,26 +89,6 @@ impl Receiver {
         })
         .await;
         waited.expect("spans never arrived")
-    }
-}
-
-/// Log lines written by the subscriber.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lines").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Lines {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("lines")).into_owned()
     }
 }
 

@@ -225,3 +225,24 @@ pub fn assert_envelope(status: u16, body: &serde_json::Value) {
     assert!(body["code"].is_i64(), "code of {body}");
     assert!(body["message"].is_string(), "message of {body}");
 }
+
+/// Log lines written by a test's subscriber (its `MakeWriter` clones this).
+#[derive(Clone, Default)]
+pub struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lines").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Lines {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lines")).into_owned()
+    }
+}
