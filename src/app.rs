@@ -24,6 +24,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::audit::{Audit, AuditKind, Facts, RequestFacts};
 use crate::auth::{JwtKeys, TokenLifetimes};
 use crate::cache::Cache;
 use crate::config::{Config, DiscoveryMode};
@@ -60,6 +61,8 @@ pub struct AppState {
     pub guard: Guard,
     /// Bounds on calls in flight per service (overload shedding, 503).
     pub shed: crate::upstream::shed::Shedder,
+    /// The audit stream of security events.
+    pub audit: Arc<Audit>,
 }
 
 /// Why the gateway could not be built.
@@ -131,6 +134,11 @@ pub fn build(config: &Config) -> Result<Gateway, BuildError> {
         _ => (None, None),
     };
     let metrics = Arc::new(Metrics::new());
+    let audit = Arc::new(Audit::new(
+        &config.audit,
+        metrics.audit_events.clone(),
+        metrics.audit_suppressed.clone(),
+    ));
     let upstreams = Arc::new(Upstreams::new(
         settings,
         config.upstream.connect_timeout,
@@ -139,7 +147,12 @@ pub fn build(config: &Config) -> Result<Gateway, BuildError> {
         metrics.clone(),
     ));
     if let Some((client, rx)) = flips {
-        background.push(tokio::spawn(flip::run(client, replica_name(), rx)));
+        background.push(tokio::spawn(flip::run(
+            client,
+            replica_name(),
+            rx,
+            audit.clone(),
+        )));
     }
     let discovery: Arc<dyn Discovery> = match consul {
         None => {
@@ -202,7 +215,22 @@ pub fn build(config: &Config) -> Result<Gateway, BuildError> {
         cache,
         redis: redis_connection,
         guard,
+        audit,
     });
+    state.audit.record(
+        AuditKind::ConfigLoaded,
+        Facts {
+            detail: Some(format!(
+                "listen={} admin={} discovery={:?} redis={} tracing={}",
+                config.listen,
+                config.admin.listen,
+                config.discovery.mode,
+                config.redis.url.is_some(),
+                config.telemetry.otlp_endpoint.is_some(),
+            )),
+            ..Facts::default()
+        },
+    );
     let router = router(state.clone(), config)?;
     Ok(Gateway {
         state,
@@ -256,14 +284,8 @@ pub fn router(state: Arc<AppState>, config: &Config) -> Result<Router, BuildErro
         api = api.route(path, route);
     }
     let api = api.fallback(not_found).layer(cors(config));
-    let mut app = Router::new()
-        .route("/ping", get(ping).fallback(method_not_allowed))
-        .route(
-            "/metrics",
-            get(metrics)
-                .with_state(state.clone())
-                .fallback(method_not_allowed),
-        );
+    // `/metrics` is on the admin listener (src/admin.rs), not here.
+    let mut app = Router::new().route("/ping", get(ping).fallback(method_not_allowed));
     if let (DiscoveryMode::Consul, Some(token)) =
         (config.discovery.mode, &config.consul.webhook_token)
     {
@@ -377,20 +399,28 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    // The guard's client-IP rule, for the audit stream.
+    let client_ip = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|peer| state.guard.ip().client_ip(peer.0.ip(), request.headers()));
+    // OTel HTTP server conventions: named `{METHOD} {route}`, ERROR status on 5xx only.
     let span = tracing::debug_span!(
         "request",
-        otel.name = route,
+        otel.name = tracing::field::Empty,
         otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
         http.request.method = method_label(method.as_str()),
         http.route = route,
         http.response.status_code = tracing::field::Empty,
         request.id = %request_id,
         caller.kind = tracing::field::Empty,
     );
-    if !span.is_disabled()
-        && let Some(parent) = propagation::w3c::extract(request.headers())
-    {
-        let _ignored = span.set_parent(parent);
+    if !span.is_disabled() {
+        span.record("otel.name", format!("{method} {route}"));
+        if let Some(parent) = propagation::w3c::extract(request.headers()) {
+            let _ignored = span.set_parent(parent);
+        }
     }
     let cell = RecordCell::default();
     let response = record::scope(cell.clone(), next.run(request))
@@ -398,7 +428,11 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         .await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    span.record("http.response.status_code", status);
+    // As an integer attribute (tracing would record a u16 as text).
+    span.record("http.response.status_code", i64::from(status));
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
     state
         .metrics
         .observe_request(method.as_str(), route, status, elapsed);
@@ -412,6 +446,17 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         .unwrap_or_default();
     let failure = response.extensions().get::<Failure>();
     count_outcomes(&state.metrics, route, &record, failure);
+    if let Some(Failure(err)) = failure {
+        let facts = RequestFacts {
+            route,
+            client_ip,
+            caller: record.caller.as_deref(),
+            login_id: record.login_id.as_deref(),
+            request_id: &request_id,
+            service_known: record.service.is_some(),
+        };
+        state.audit.observe(facts, err);
+    }
     let code = failure.map_or(0, |Failure(err)| err.code());
     let latency_us = elapsed.as_micros() as u64;
     let caller = record.caller.as_deref().unwrap_or("");
@@ -468,15 +513,6 @@ fn count_outcomes(
             service: record.service.unwrap_or(""),
         })
         .inc();
-}
-
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let mut response = state.metrics.render().into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
-    response
 }
 
 /// Serves `router` on `listener` with the default edge limits (see

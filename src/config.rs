@@ -58,6 +58,12 @@ pub struct Config {
     /// Bounds on calls in flight and waiting per backend service (overload shedding).
     #[serde(default)]
     pub overload: crate::upstream::shed::OverloadConfig,
+    /// The admin listener (`/metrics`, `/admin/audit`), off the public port.
+    #[serde(default)]
+    pub admin: crate::admin::AdminConfig,
+    /// The audit stream of security events.
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// Per-instance circuit breaker numbers (decision 15).
@@ -675,7 +681,7 @@ impl Config {
             .map_err(|e| invalid(e.key, e.reason))?;
         self.telemetry
             .validate()
-            .map_err(|e| invalid("telemetry.sampling_ratio", e.to_string()))?;
+            .map_err(|e| invalid("telemetry", e.to_string()))?;
         if self.breaker.open_for.is_zero() {
             return Err(invalid("breaker.open_for", "must be greater than 0"));
         }
@@ -706,6 +712,15 @@ impl Config {
             }
         }
         self.validate_cache()?;
+        self.audit
+            .validate()
+            .map_err(|(key, reason)| invalid(key, reason))?;
+        if self.admin.listen == self.listen && self.listen.port() != 0 {
+            return Err(invalid(
+                "admin.listen",
+                "must differ from listen (the admin listener is off the public port)",
+            ));
+        }
         Ok(())
     }
 

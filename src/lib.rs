@@ -5,7 +5,9 @@
 //! authenticate, authorize, bind and validate, call the backend over gRPC
 //! ([`upstream`]), and map the in-band reply to the contract's envelope ([`http`]).
 
+pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod config;

@@ -41,6 +41,9 @@ enum Command {
         /// Address of the gateway.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Address of the admin listener (/metrics, /admin/audit); port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        admin_listen: SocketAddr,
     },
     /// Run the gateway alone.
     Serve {
@@ -111,14 +114,18 @@ fn main() -> Result<()> {
 
 async fn run(command: Command) -> Result<()> {
     match command {
-        Command::Demo { listen } => demo(listen).await,
+        Command::Demo {
+            listen,
+            admin_listen,
+        } => demo(listen, admin_listen).await,
         Command::Serve { config } => {
             let config = Config::load(Some(&config), &ProcessEnv).context("configuration")?;
             let provider = init_telemetry(&config)?;
             let listener = TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("binding {}", config.listen))?;
-            let result = gateway(config, listener).await;
+            let admin = bind_admin(&config).await?;
+            let result = gateway(config, listener, admin).await;
             if let Some(provider) = provider
                 && let Err(err) = provider.shutdown()
             {
@@ -162,9 +169,20 @@ async fn run(command: Command) -> Result<()> {
 /// Installs the log subscriber (and the OTLP trace export when configured); the
 /// returned provider must be shut down at exit to flush the last spans.
 fn init_telemetry(config: &Config) -> Result<Option<SdkTracerProvider>> {
+    use tracing_subscriber::layer::SubscriberExt as _;
     let provider = telemetry::tracer_provider(&config.telemetry)?;
-    tracing::subscriber::set_global_default(telemetry::subscriber(&config.log, provider.as_ref()))
-        .context("installing the log subscriber")?;
+    let audit_file = sms_gateway::audit::file_layer(&config.audit).with_context(|| {
+        format!(
+            "audit.file: cannot open {:?}",
+            config
+                .audit
+                .file
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+        )
+    })?;
+    let subscriber = telemetry::subscriber(&config.log, provider.as_ref()).with(audit_file);
+    tracing::subscriber::set_global_default(subscriber).context("installing the log subscriber")?;
     Ok(provider)
 }
 
@@ -177,20 +195,31 @@ fn init_logs(format: LogFormat, level: &str) {
     let _already_set = tracing::subscriber::set_global_default(telemetry::subscriber(&log, None));
 }
 
-async fn gateway(config: Config, listener: TcpListener) -> Result<()> {
+async fn gateway(config: Config, listener: TcpListener, admin: TcpListener) -> Result<()> {
     let gateway = app::build(&config)?;
     let address = listener.local_addr()?;
-    tracing::info!(%address, discovery = ?config.discovery.mode, "gateway listening");
-    app::serve_with(
+    let admin_address = admin.local_addr()?;
+    tracing::info!(%address, admin = %admin_address, discovery = ?config.discovery.mode, "gateway listening");
+    let admin = tokio::spawn(sms_gateway::admin::serve(admin, gateway.state.clone()));
+    let served = app::serve_with(
         listener,
         gateway.router.clone(),
         app::shutdown_signal(),
         ServerSettings::from_config(&config),
         gateway.state.metrics.clone(),
     )
-    .await?;
+    .await;
+    admin.abort();
+    served?;
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// The admin listener of `config`.
+async fn bind_admin(config: &Config) -> Result<TcpListener> {
+    TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("binding admin.listen {}", config.admin.listen))
 }
 
 /// Where the reference services register themselves.
@@ -325,7 +354,7 @@ fn parse_status_line(line: &[u8]) -> Result<u16> {
         .with_context(|| format!("no status code in {:?}", text.trim_end()))
 }
 
-async fn demo(listen: SocketAddr) -> Result<()> {
+async fn demo(listen: SocketAddr, admin_listen: SocketAddr) -> Result<()> {
     let started = Instant::now();
     let shared = Shared::seeded();
     let running = reference::spawn_all(None, &shared, &Options::default())
@@ -335,7 +364,7 @@ async fn demo(listen: SocketAddr) -> Result<()> {
     let secret: [u8; 32] = rand::random();
     let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
     let mut text = format!(
-        "listen = \"{listen}\"\n[jwt]\nsecret = \"{secret}\"\n[log]\nformat = \"text\"\nlevel = \"warn\"\n"
+        "listen = \"{listen}\"\n[admin]\nlisten = \"{admin_listen}\"\n[jwt]\nsecret = \"{secret}\"\n[log]\nformat = \"text\"\nlevel = \"warn\"\n"
     );
     for service in &running {
         text.push_str(&format!(
@@ -351,7 +380,12 @@ async fn demo(listen: SocketAddr) -> Result<()> {
         .await
         .with_context(|| format!("binding {listen}"))?;
     let address = listener.local_addr()?;
+    let admin = bind_admin(&config).await?;
     println!("listening on http://{address}");
+    println!(
+        "admin (metrics, audit) on http://{}/metrics and /admin/audit",
+        admin.local_addr()?
+    );
     println!("started in {} ms", started.elapsed().as_millis());
     println!("try:");
     println!(
@@ -360,7 +394,7 @@ async fn demo(listen: SocketAddr) -> Result<()> {
     println!(
         "  curl -s http://{address}/v1/students/uuid/student-000000000001 -H \"Authorization: Bearer $TOKEN\""
     );
-    let result = gateway(config, listener).await;
+    let result = gateway(config, listener, admin).await;
     for service in running {
         service.task.abort();
     }

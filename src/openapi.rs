@@ -179,15 +179,6 @@ fn gateway_paths() -> Vec<(&'static str, Value)> {
             ),
         ),
         (
-            "/metrics",
-            plain(
-                "gateway.metrics",
-                "Prometheus metrics (OpenMetrics text)",
-                "application/openmetrics-text",
-                json!({ "type": "string" }),
-            ),
-        ),
-        (
             PATH,
             plain(
                 "gateway.openapi",

@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,7 +22,8 @@ use reqwest::Method;
 use serde_json::json;
 use sms_gateway::config::{LogConfig, LogFormat};
 use sms_gateway::telemetry::{self, TelemetryConfig};
-use support::{Gateway, seed};
+use sms_gateway::upstream::Service;
+use support::{Gateway, Lines, seed};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -92,26 +92,6 @@ impl Receiver {
     }
 }
 
-/// Log lines written by the subscriber.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lines").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Lines {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("lines")).into_owned()
-    }
-}
-
 fn json_logs() -> LogConfig {
     LogConfig {
         format: LogFormat::Json,
@@ -120,9 +100,14 @@ fn json_logs() -> LogConfig {
 }
 
 fn exporting_to(address: SocketAddr, ratio: f64) -> TelemetryConfig {
+    exporting_with(address, ratio, Duration::from_secs(1))
+}
+
+fn exporting_with(address: SocketAddr, ratio: f64, slow: Duration) -> TelemetryConfig {
     TelemetryConfig {
         otlp_endpoint: Some(format!("http://{address}")),
         sampling_ratio: ratio,
+        keep_slower_than: slow,
         export_interval: Duration::from_millis(100),
         export_timeout: Duration::from_millis(500),
         ..TelemetryConfig::default()
@@ -177,12 +162,12 @@ async fn spans_reach_the_collector_and_the_backend_sees_the_same_trace() {
             spans.iter().any(|s| s.name == "GetStudentInformWithUUID")
                 && spans
                     .iter()
-                    .any(|s| s.name == "/v1/students/uuid/{student_uuid}")
+                    .any(|s| s.name == "GET /v1/students/uuid/{student_uuid}")
         })
         .await;
     let server = spans
         .iter()
-        .find(|s| s.name == "/v1/students/uuid/{student_uuid}")
+        .find(|s| s.name == "GET /v1/students/uuid/{student_uuid}")
         .expect("server span");
     let call = spans
         .iter()
@@ -407,16 +392,7 @@ fn samples(text: &str) -> Vec<(String, f64)> {
 #[tokio::test]
 async fn metrics_parse_and_move() {
     let gw = Gateway::start().await;
-    let scrape = || async {
-        let response = gw
-            .client
-            .get(gw.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics");
-        assert_eq!(response.status(), 200);
-        samples(&response.text().await.expect("text"))
-    };
+    let scrape = || async { samples(&gw.metrics().await) };
     let value = |samples: &[(String, f64)], series: &str| {
         samples
             .iter()
@@ -450,4 +426,119 @@ async fn metrics_parse_and_move() {
             .iter()
             .any(|(s, _)| s.starts_with("sms_gateway_http_request_duration_seconds_bucket"))
     );
+}
+
+/// Server spans by name, with their status code (OTLP: 0 unset, 1 ok, 2 error).
+fn server_spans(spans: &[Span]) -> Vec<(String, i32)> {
+    let mut names: Vec<(String, i32)> = spans
+        .iter()
+        .filter(|s| s.kind == opentelemetry_proto::tonic::trace::v1::span::SpanKind::Server as i32)
+        .map(|s| (s.name.clone(), s.status.as_ref().map_or(0, |st| st.code)))
+        .collect();
+    names.sort();
+    names
+}
+
+/// One gateway answering each outcome once: a fast 200 (`/ping`), a 401, a 408 (the
+/// auth service is slower than its deadline), a 5xx (the club service is a closed
+/// port) and a slow 200 (the schedule service, delayed, uncached); at `ratio`, with
+/// traces kept from 250 ms on. Returns every span exported once the exporter is shut.
+async fn one_request_per_outcome(ratio: f64) -> Vec<Span> {
+    let (receiver, address) = Receiver::start().await;
+    let provider =
+        telemetry::tracer_provider(&exporting_with(address, ratio, Duration::from_millis(250)))
+            .expect("provider")
+            .expect("enabled");
+    let _default =
+        tracing::subscriber::set_default(telemetry::subscriber(&json_logs(), Some(&provider)));
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        listener.local_addr().expect("addr").to_string()
+    };
+    let options = sms_gateway::reference::Options {
+        delay: Duration::from_millis(300),
+    };
+    let gw = Gateway::start_with(options, |config| {
+        config.cache.enabled = false;
+        let services = &mut config.upstream.services;
+        if let Some(auth) = services.get_mut(&Service::Auth) {
+            auth.deadline = Some(Duration::from_millis(100));
+        }
+        if let Some(club) = services.get_mut(&Service::Club) {
+            club.addresses = vec![closed];
+        }
+    })
+    .await;
+    let ping = gw.send(gw.client.get(gw.url("/ping"))).await.0;
+    assert_eq!(ping, 200);
+    let student = format!("/v1/students/uuid/{STUDENT}");
+    assert_eq!(gw.call(Method::GET, &student, "", None).await.0, 401);
+    assert_eq!(gw.call(Method::GET, &student, STUDENT, None).await.0, 408);
+    let club = gw
+        .call(
+            Method::GET,
+            "/v1/clubs/uuid/club-000000000001",
+            STUDENT,
+            None,
+        )
+        .await
+        .0;
+    assert!((500..600).contains(&club), "{club}");
+    let month = "/v1/schedules/years/2021/months/3";
+    assert_eq!(gw.call(Method::GET, month, STUDENT, None).await.0, 200);
+    shut_down(provider).await;
+    receiver.all()
+}
+
+#[tokio::test]
+async fn at_ratio_zero_only_failed_and_slow_requests_are_exported_whole() {
+    let spans = one_request_per_outcome(0.0).await;
+    let servers = server_spans(&spans);
+    let names: Vec<&str> = servers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "GET /v1/clubs/uuid/{club_uuid}",
+            "GET /v1/schedules/years/{year}/months/{month}",
+            "GET /v1/students/uuid/{student_uuid}",
+        ],
+        "the 5xx, the slow 200 and the 408; not /ping, not the 401"
+    );
+    for (name, code) in &servers {
+        let error = name.starts_with("GET /v1/clubs");
+        assert_eq!(*code == 2, error, "only the 5xx is an error: {name} {code}");
+    }
+    // Each kept trace is whole: its gRPC call span came along.
+    for server in spans.iter().filter(|s| s.parent_span_id.is_empty()) {
+        assert!(
+            spans
+                .iter()
+                .any(|s| s.trace_id == server.trace_id && s.parent_span_id == server.span_id),
+            "{} lost its children",
+            server.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn at_ratio_one_every_request_is_exported() {
+    let spans = one_request_per_outcome(1.0).await;
+    let servers = server_spans(&spans);
+    let names: Vec<&str> = servers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "GET /ping",
+            "GET /v1/clubs/uuid/{club_uuid}",
+            "GET /v1/schedules/years/{year}/months/{month}",
+            "GET /v1/students/uuid/{student_uuid}",
+            "GET /v1/students/uuid/{student_uuid}",
+        ]
+    );
+    let unauthorized = servers
+        .iter()
+        .filter(|(n, _)| n == "GET /v1/students/uuid/{student_uuid}")
+        .filter(|(_, code)| *code == 2)
+        .count();
+    assert_eq!(unauthorized, 0, "a 4xx is not an error, nor the 408");
 }

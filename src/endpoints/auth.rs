@@ -374,6 +374,8 @@ macro_rules! login {
             type Reply = $rep;
 
             fn request(&self, _call: &Call<'_>, input: Self::Input) -> Self::Request {
+                let login_id = input.$id.clone();
+                crate::telemetry::record::update(|r| r.login_id = Some(login_id));
                 $req {
                     $id: input.$id,
                     $pw: input.$pw,

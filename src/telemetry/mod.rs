@@ -9,6 +9,7 @@
 pub mod metrics;
 pub mod propagation;
 pub mod record;
+pub mod sampling;
 
 use std::time::Duration;
 
@@ -42,6 +43,23 @@ pub struct TelemetryConfig {
     /// always followed (parent-based). Default 1.0.
     #[serde(default = "one")]
     pub sampling_ratio: f64,
+    /// Keep every trace whose request failed or was slow, whatever `sampling_ratio`
+    /// (decided when the server span ends; [`sampling`]). Default true.
+    #[serde(default = "yes")]
+    pub keep_failures: bool,
+    /// Statuses whose traces are kept: codes (`408`) or classes (`5xx`). Default
+    /// `["5xx", "408", "429"]`.
+    #[serde(default = "keep_status")]
+    pub keep_status: Vec<String>,
+    /// Traces of requests that took at least this long are kept. Default 1s.
+    #[serde(default = "keep_slower_than", with = "humantime_serde")]
+    pub keep_slower_than: Duration,
+    /// Unsampled traces held until their request ends, at most. Default 4096.
+    #[serde(default = "max_pending_traces")]
+    pub max_pending_traces: usize,
+    /// Spans held per trace, at most. Default 64.
+    #[serde(default = "max_spans_per_trace")]
+    pub max_spans_per_trace: usize,
     /// `service.name` of the exported spans. Default `sms-gateway`.
     #[serde(default = "service_name")]
     pub service_name: String,
@@ -59,6 +77,11 @@ impl Default for TelemetryConfig {
             otlp_endpoint: None,
             protocol: OtlpProtocol::default(),
             sampling_ratio: one(),
+            keep_failures: true,
+            keep_status: keep_status(),
+            keep_slower_than: keep_slower_than(),
+            max_pending_traces: max_pending_traces(),
+            max_spans_per_trace: max_spans_per_trace(),
             service_name: service_name(),
             export_timeout: export_timeout(),
             export_interval: export_interval(),
@@ -68,6 +91,21 @@ impl Default for TelemetryConfig {
 
 fn one() -> f64 {
     1.0
+}
+fn yes() -> bool {
+    true
+}
+fn keep_status() -> Vec<String> {
+    ["5xx", "408", "429"].map(str::to_owned).to_vec()
+}
+fn keep_slower_than() -> Duration {
+    Duration::from_secs(1)
+}
+fn max_pending_traces() -> usize {
+    4096
+}
+fn max_spans_per_trace() -> usize {
+    64
 }
 fn service_name() -> String {
     "sms-gateway".to_owned()
@@ -95,6 +133,8 @@ pub enum TelemetryError {
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
     #[error("telemetry.sampling_ratio must be within 0.0 and 1.0, got {0}")]
     Ratio(f64),
+    #[error("telemetry.keep_status: {0}")]
+    KeepStatus(String),
 }
 
 impl TelemetryConfig {
@@ -103,7 +143,41 @@ impl TelemetryConfig {
         if !(0.0..=1.0).contains(&self.sampling_ratio) {
             return Err(TelemetryError::Ratio(self.sampling_ratio));
         }
-        Ok(())
+        self.keep_rule().map(drop)
+    }
+}
+
+impl TelemetryConfig {
+    fn keep_rule(&self) -> Result<sampling::KeepRule, TelemetryError> {
+        sampling::KeepRule::new(&self.keep_status, self.keep_slower_than)
+            .map_err(TelemetryError::KeepStatus)
+    }
+
+    /// `processor`, behind the outcome decision when `keep_failures` is on.
+    fn with_processor<P>(
+        &self,
+        builder: opentelemetry_sdk::trace::TracerProviderBuilder,
+        processor: P,
+    ) -> Result<opentelemetry_sdk::trace::TracerProviderBuilder, TelemetryError>
+    where
+        P: opentelemetry_sdk::trace::SpanProcessor + 'static,
+    {
+        if !self.keep_failures {
+            return Ok(builder
+                .with_span_processor(processor)
+                .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                    self.sampling_ratio,
+                )))));
+        }
+        let outcome = sampling::OutcomeProcessor::new(
+            processor,
+            self.keep_rule()?,
+            self.max_pending_traces.max(1),
+            self.max_spans_per_trace.max(1),
+        );
+        Ok(builder
+            .with_span_processor(outcome)
+            .with_sampler(sampling::OutcomeSampler::new(self.sampling_ratio)))
     }
 }
 
@@ -139,28 +213,24 @@ pub fn tracer_provider(
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
     let builder = SdkTracerProvider::builder();
     let builder = if current_thread {
-        builder.with_span_processor(
+        config.with_processor(
+            builder,
             BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::TokioCurrentThread)
                 .with_batch_config(batch)
                 .build(),
-        )
+        )?
     } else {
-        builder.with_span_processor(
+        config.with_processor(
+            builder,
             BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio)
                 .with_batch_config(batch)
                 .build(),
-        )
+        )?
     };
-    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sampling_ratio)));
     let resource = Resource::builder()
         .with_service_name(config.service_name.clone())
         .build();
-    Ok(Some(
-        builder
-            .with_sampler(sampler)
-            .with_resource(resource)
-            .build(),
-    ))
+    Ok(Some(builder.with_resource(resource).build()))
 }
 
 /// The log and trace subscriber: JSON or text lines on stdout filtered by the log

@@ -14,6 +14,8 @@ pub struct RequestRecord {
     pub cache: Option<&'static str>,
     /// The trace id sent to the backend (or of the request span).
     pub trace_id: Option<String>,
+    /// The login id of a login request (for the audit stream).
+    pub login_id: Option<String>,
 }
 
 /// A shared cell for one request's record.

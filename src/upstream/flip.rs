@@ -8,6 +8,7 @@
 //! instance's own TTL check. A failed flip is logged and retried with back-off; it never
 //! touches a client request.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
@@ -17,23 +18,37 @@ use super::breaker::Transition;
 use super::call::NodeTransition;
 use super::consul::ConsulClient;
 use super::discovery::Backoff;
+use crate::audit::Audit;
 
 /// Consumes breaker transitions until the sender side is dropped.
 pub async fn run(
     client: ConsulClient,
     replica: String,
     mut transitions: mpsc::UnboundedReceiver<NodeTransition>,
+    audit: Arc<Audit>,
 ) {
     while let Some(event) = transitions.recv().await {
         if let Transition::Opened { until } = event.transition {
-            tokio::spawn(flip_cycle(client.clone(), replica.clone(), event, until));
+            tokio::spawn(flip_cycle(
+                client.clone(),
+                replica.clone(),
+                event,
+                until,
+                audit.clone(),
+            ));
         }
     }
 }
 
 /// Marks the instance critical now and passing again when its open period ends, unless
 /// the breaker re-opened meanwhile (the newer cycle then owns the flip back).
-async fn flip_cycle(client: ConsulClient, replica: String, event: NodeTransition, until: Instant) {
+async fn flip_cycle(
+    client: ConsulClient,
+    replica: String,
+    event: NodeTransition,
+    until: Instant,
+    audit: Arc<Audit>,
+) {
     let node = &event.node;
     let open_for = until.saturating_duration_since(Instant::now());
     let reason = format!(
@@ -49,6 +64,7 @@ async fn flip_cycle(client: ConsulClient, replica: String, event: NodeTransition
     .await;
     if enabled {
         tracing::info!(service = %event.service, instance = %node.id, "instance marked critical in consul (maintenance)");
+        audit.breaker_flip(event.service.as_str(), &node.id, true);
     }
     tokio::time::sleep_until(until).await;
     if node.breaker.open_until().is_some_and(|later| later > until) {
@@ -65,6 +81,7 @@ async fn flip_cycle(client: ConsulClient, replica: String, event: NodeTransition
     .await
     {
         tracing::info!(service = %event.service, instance = %node.id, "instance marked passing in consul");
+        audit.breaker_flip(event.service.as_str(), &node.id, false);
     }
 }
 

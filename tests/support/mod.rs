@@ -30,6 +30,9 @@ pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 /// A running gateway in front of running reference services.
 pub struct Gateway {
     pub base: String,
+    /// `http://<admin listener>` (`/metrics`, `/admin/audit`).
+    pub admin_base: String,
+    admin_task: tokio::task::JoinHandle<()>,
     pub address: SocketAddr,
     pub client: reqwest::Client,
     pub shared: Shared,
@@ -109,6 +112,9 @@ impl Gateway {
         let router = gateway.router.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("addr");
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let admin_base = format!("http://{}", admin.local_addr().expect("admin addr"));
+        let admin_task = tokio::spawn(sms_gateway::admin::serve(admin, gateway.state.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(app::serve_with(
             listener,
@@ -127,6 +133,8 @@ impl Gateway {
         );
         Self {
             base: format!("http://{address}"),
+            admin_base,
+            admin_task,
             address,
             client: reqwest::Client::builder().build().expect("client"),
             shared: Shared::seeded(),
@@ -140,6 +148,23 @@ impl Gateway {
     /// `base` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The admin listener's `base` + `path`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("{}{path}", self.admin_base)
+    }
+
+    /// The Prometheus text of the admin listener's `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        assert_eq!(response.status(), 200);
+        response.text().await.expect("metrics text")
     }
 
     /// A valid token for `uuid`, minted with the test secret.
@@ -190,6 +215,7 @@ impl Drop for Gateway {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.admin_task.abort();
         for running in &self.services {
             running.task.abort();
         }
@@ -202,4 +228,25 @@ pub fn assert_envelope(status: u16, body: &serde_json::Value) {
     assert_eq!(body["status"], status, "status field of {body}");
     assert!(body["code"].is_i64(), "code of {body}");
     assert!(body["message"].is_string(), "message of {body}");
+}
+
+/// Log lines written by a test's subscriber (its `MakeWriter` clones this).
+#[derive(Clone, Default)]
+pub struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lines").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Lines {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lines")).into_owned()
+    }
 }
