@@ -3,8 +3,10 @@
 //! with the stack's environment applied), the published port, the health probes and
 //! the Consul watches use the configured `listen` port, every secret and config a
 //! service names exists (and secrets are never inline), the gateway and the reference
-//! services run the same image, and every command line in the stack and the Dockerfile
-//! is accepted by the binary.
+//! services run the same image, every command line in the stack and the Dockerfile
+//! is accepted by the binary, Prometheus scrapes every gateway task and alerts through
+//! the stack's Alertmanager, and the stack test (deploy/test/stack-test.sh) deploys
+//! this very file with only image, port and config-name variables changed.
 //!
 //! `deploy/check.sh` adds `docker stack config`, which checks the file against Docker's
 //! own schema; this test needs no Docker.
@@ -270,6 +272,16 @@ fn the_stack_runs_the_documented_services() {
             service["deploy"]["resources"]["limits"].is_object(),
             "{name} has no resource limits"
         );
+        // Names resolve to the tasks themselves: the edge balances and retries over the
+        // gateway tasks, and no virtual IP (IPVS) is needed.
+        assert_eq!(
+            service["deploy"]["endpoint_mode"], "dnsrr",
+            "{name}: endpoint_mode"
+        );
+        // A dnsrr service cannot publish through the routing mesh.
+        for port in service["ports"].as_array().into_iter().flatten() {
+            assert_eq!(port["mode"], "host", "{name}: port {port}");
+        }
     }
 }
 
@@ -770,6 +782,13 @@ fn the_edge_forwards_the_client_address_that_the_guard_trusts() {
     )));
     assert!(has("proxy_pass $gateway;"));
     assert!(has("proxy_set_header X-Forwarded-For $remote_addr;"));
+    // A gateway task that is gone or stopping: the request goes to another one.
+    assert!(has("proxy_next_upstream error timeout;"));
+    assert!(
+        nginx
+            .iter()
+            .any(|line| line.starts_with("resolver 127.0.0.11 "))
+    );
     // The gateway's body limit (and its 413 envelope) applies, not nginx's 1 MiB.
     assert!(has("client_max_body_size 0;"));
     // Metrics and the Consul webhook are for the stack's network only.

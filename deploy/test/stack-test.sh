@@ -298,7 +298,7 @@ if grep -q 'SMS_ADMIN__LISTEN' deploy/stack.yml; then
 else
   scraped="discovered (no admin listener in this stack yet: not scraped)"
 fi
-say "RESULT Prometheus: gateway targets $targets$scraped, $rules rules, Alertmanager active"
+say "RESULT Prometheus: gateway targets $targets $scraped, $rules rules, Alertmanager active"
 
 # --- load ----------------------------------------------------------------------------------
 # Starts the load in the background, its output in $work/$1.out.
