@@ -138,6 +138,15 @@ impl Stack {
             .collect()
     }
 
+    /// Where `service` mounts the docker config `source`.
+    fn config_target(&self, service: &str, source: &str) -> String {
+        self.mounts(service, "configs")
+            .into_iter()
+            .find(|(s, _)| s == source)
+            .map(|(_, target)| target)
+            .unwrap_or_else(|| panic!("config {source} is not mounted into {service}"))
+    }
+
     /// The service's command as a list of arguments.
     fn command(&self, service: &str) -> Vec<String> {
         strings(&self.service(service)["command"])
@@ -894,14 +903,7 @@ fn prometheus_scrapes_every_gateway_task_and_alerts_through_alertmanager() {
     // The admin listener's default port (`admin.listen`), not the public one.
     assert_eq!(sd["port"], 9464);
 
-    let mounts = stack.mounts("prometheus", "configs");
-    let target_of = |source: &str| {
-        mounts
-            .iter()
-            .find(|(s, _)| s == source)
-            .map(|(_, target)| target.clone())
-            .unwrap_or_else(|| panic!("{source} not mounted into prometheus"))
-    };
+    let target_of = |source: &str| stack.config_target("prometheus", source);
     let command = stack.command("prometheus");
     assert!(command.contains(&format!("--config.file={}", target_of("prometheus_yml"))));
     let rule_files = strings(&config["rule_files"]);
@@ -921,11 +923,7 @@ fn prometheus_scrapes_every_gateway_task_and_alerts_through_alertmanager() {
     let alertmanagers = &config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"];
     assert_eq!(alertmanagers, &serde_json::json!(["alertmanager:9093"]));
     assert_eq!(stack.target_ports("alertmanager"), [9093]);
-    let (_, am_target) = stack
-        .mounts("alertmanager", "configs")
-        .into_iter()
-        .find(|(source, _)| source == "alertmanager_yml")
-        .expect("alertmanager_yml mounted");
+    let am_target = stack.config_target("alertmanager", "alertmanager_yml");
     assert!(
         stack
             .command("alertmanager")
