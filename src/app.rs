@@ -463,12 +463,13 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     let service = record.service.unwrap_or("");
     let instance = record.instance.as_deref().unwrap_or("");
     let cache = record.cache.unwrap_or("");
+    let client = record.client.map(tracing::field::display);
     match failure {
         Some(Failure(err)) if status >= 500 => tracing::error!(
-            %method, route, status, code, latency_us, request_id, trace_id, caller, service, instance, cache, error = %err, "request"
+            %method, route, status, code, latency_us, request_id, trace_id, client, caller, service, instance, cache, error = %err, "request"
         ),
         _ => tracing::info!(
-            %method, route, status, code, latency_us, request_id, trace_id, caller, service, instance, cache, "request"
+            %method, route, status, code, latency_us, request_id, trace_id, client, caller, service, instance, cache, "request"
         ),
     }
     response

@@ -3,8 +3,10 @@
 //! with the stack's environment applied), the published port, the health probes and
 //! the Consul watches use the configured `listen` port, every secret and config a
 //! service names exists (and secrets are never inline), the gateway and the reference
-//! services run the same image, and every command line in the stack and the Dockerfile
-//! is accepted by the binary.
+//! services run the same image, every command line in the stack and the Dockerfile
+//! is accepted by the binary, Prometheus scrapes every gateway task and alerts through
+//! the stack's Alertmanager, and the stack test (deploy/test/stack-test.sh) deploys
+//! this very file with only image, port and config-name variables changed.
 //!
 //! `deploy/check.sh` adds `docker stack config`, which checks the file against Docker's
 //! own schema; this test needs no Docker.
@@ -136,6 +138,15 @@ impl Stack {
             .collect()
     }
 
+    /// Where `service` mounts the docker config `source`.
+    fn config_target(&self, service: &str, source: &str) -> String {
+        self.mounts(service, "configs")
+            .into_iter()
+            .find(|(s, _)| s == source)
+            .map(|(_, target)| target)
+            .unwrap_or_else(|| panic!("config {source} is not mounted into {service}"))
+    }
+
     /// The service's command as a list of arguments.
     fn command(&self, service: &str) -> Vec<String> {
         strings(&self.service(service)["command"])
@@ -242,7 +253,16 @@ fn the_stack_runs_the_documented_services() {
     let names: BTreeSet<&str> = stack.services().keys().map(String::as_str).collect();
     assert_eq!(
         names,
-        BTreeSet::from(["consul", "edge", "gateway", "jaeger", "redis", "reference"])
+        BTreeSet::from([
+            "alertmanager",
+            "consul",
+            "edge",
+            "gateway",
+            "jaeger",
+            "prometheus",
+            "redis",
+            "reference"
+        ])
     );
     let gateway = &stack.service("gateway")["deploy"];
     assert_eq!(gateway["replicas"], 2);
@@ -261,6 +281,16 @@ fn the_stack_runs_the_documented_services() {
             service["deploy"]["resources"]["limits"].is_object(),
             "{name} has no resource limits"
         );
+        // Names resolve to the tasks themselves: the edge balances and retries over the
+        // gateway tasks, and no virtual IP (IPVS) is needed.
+        assert_eq!(
+            service["deploy"]["endpoint_mode"], "dnsrr",
+            "{name}: endpoint_mode"
+        );
+        // A dnsrr service cannot publish through the routing mesh.
+        for port in service["ports"].as_array().into_iter().flatten() {
+            assert_eq!(port["mode"], "host", "{name}: port {port}");
+        }
     }
 }
 
@@ -487,12 +517,37 @@ fn exec_form(dockerfile: &str, instruction: &str) -> Vec<String> {
 fn the_dockerfile_builds_a_small_non_root_image_that_runs_the_stack_commands() {
     let dockerfile = read("Dockerfile");
     assert!(dockerfile.contains("cargo build --release --locked"));
+    // A `# syntax=` line would make BuildKit pull a frontend image: no offline build.
+    assert!(
+        !dockerfile
+            .lines()
+            .any(|line| line.trim_start().starts_with("# syntax")),
+        "no syntax directive"
+    );
     let stages: Vec<&str> = dockerfile
         .lines()
         .filter(|line| line.starts_with("FROM "))
         .collect();
-    assert_eq!(stages.len(), 2, "a build stage and a runtime stage");
-    assert!(stages[1].contains("-slim") || stages[1].contains("distroless"));
+    assert_eq!(
+        stages,
+        [
+            "FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build",
+            "FROM ${RUNTIME_BASE} AS runtime-base",
+            "FROM runtime-base AS prebuilt",
+            "FROM runtime-base AS runtime",
+        ],
+        "build, the runtime without the binary, and the two ways to add it (the last, \
+         the build stage's binary, is the default target)"
+    );
+    let base = dockerfile
+        .lines()
+        .find_map(|line| line.strip_prefix("ARG RUNTIME_BASE="))
+        .expect("ARG RUNTIME_BASE");
+    assert_eq!(base, "debian:${DEBIAN_RELEASE}-slim");
+    assert!(
+        dockerfile.contains("COPY --chmod=0755 prebuilt/sms-gateway /usr/local/bin/sms-gateway")
+    );
+    assert!(dockerfile.contains("COPY --from=build /out/sms-gateway /usr/local/bin/sms-gateway"));
     let user = dockerfile
         .lines()
         .rev()
@@ -534,6 +589,12 @@ fn the_dockerfile_builds_a_small_non_root_image_that_runs_the_stack_commands() {
             .expect(".dockerignore");
     assert!(ignore.lines().any(|line| line.trim() == "target/"));
     assert!(ignore.contains("!deploy/docker-entrypoint.sh"));
+    // The prebuilt target's binary is part of the context.
+    assert!(
+        !ignore
+            .lines()
+            .any(|line| line.trim().starts_with("prebuilt"))
+    );
 }
 
 #[test]
@@ -730,6 +791,13 @@ fn the_edge_forwards_the_client_address_that_the_guard_trusts() {
     )));
     assert!(has("proxy_pass $gateway;"));
     assert!(has("proxy_set_header X-Forwarded-For $remote_addr;"));
+    // A gateway task that is gone or stopping: the request goes to another one.
+    assert!(has("proxy_next_upstream error timeout;"));
+    assert!(
+        nginx
+            .iter()
+            .any(|line| line.starts_with("resolver 127.0.0.11 "))
+    );
     // The gateway's body limit (and its 413 envelope) applies, not nginx's 1 MiB.
     assert!(has("client_max_body_size 0;"));
     // Metrics and the Consul webhook are for the stack's network only.
@@ -760,5 +828,115 @@ fn the_edge_forwards_the_client_address_that_the_guard_trusts() {
     assert_ne!(
         stack.root["networks"]["sms"]["attachable"], true,
         "a trusted network must not let other containers join"
+    );
+}
+
+/// `${SMS_<NAME>_IMAGE:-<public image>}` of every service but the gateway's own image.
+fn image_variable(service: &str) -> String {
+    format!("SMS_{}_IMAGE", service.to_ascii_uppercase())
+}
+
+/// The stack test runs this very file: the only differences are compose variables (the
+/// images of the other parts, the edge port, the config names), each of which has the
+/// public default, and every substituted image is a target of deploy/test/Dockerfile.
+#[test]
+fn the_stack_test_deploys_the_shipped_stack_with_local_images_only() {
+    let raw = read("stack.yml");
+    let stack = Stack::load();
+    let test_dockerfile = read("test/Dockerfile");
+    let script = read("test/stack-test.sh");
+    assert!(script.contains("docker stack deploy --resolve-image never -c deploy/stack.yml"));
+    for name in stack.services().keys() {
+        if name == "gateway" || name == "reference" {
+            continue;
+        }
+        let variable = image_variable(name);
+        let line = raw
+            .lines()
+            .map(str::trim)
+            .find(|line| line.starts_with("image:") && line.contains(&variable))
+            .unwrap_or_else(|| panic!("{name}: image is not ${{{variable}:-...}}"));
+        let public = line
+            .split_once(":-")
+            .and_then(|(_, rest)| rest.strip_suffix('}'))
+            .expect("default");
+        assert_eq!(stack.service(name)["image"], public);
+        assert!(
+            !public.starts_with("sms-"),
+            "{name}: the default must be the public image"
+        );
+        assert!(
+            script.contains(&format!("{variable}=sms-test/{name}:local")),
+            "the stack test does not substitute {name}"
+        );
+        assert!(
+            test_dockerfile.contains(&format!(" AS {name}\n")),
+            "deploy/test/Dockerfile has no target {name}"
+        );
+    }
+    assert_eq!(stack.target_ports("edge"), [8080]);
+    assert_eq!(
+        stack.service("edge")["ports"][0]["published"],
+        8080,
+        "clients' port by default"
+    );
+}
+
+/// Prometheus scrapes every gateway task on the admin port, evaluates the rule file the
+/// stack mounts, and sends alerts to the stack's Alertmanager.
+#[test]
+fn prometheus_scrapes_every_gateway_task_and_alerts_through_alertmanager() {
+    let stack = Stack::load();
+    let config: Value =
+        serde_norway::from_str(&read("prometheus/prometheus.yml")).expect("prometheus.yml");
+    let job = config["scrape_configs"]
+        .as_array()
+        .expect("scrape_configs")
+        .iter()
+        .find(|job| job["job_name"] == "sms-gateway")
+        .expect("the sms-gateway job");
+    assert_eq!(job["metrics_path"], "/metrics");
+    let sd = &job["dns_sd_configs"][0];
+    // One target per task, not the service's virtual IP.
+    assert_eq!(sd["names"], serde_json::json!(["tasks.gateway"]));
+    assert_eq!(sd["type"], "A");
+    // The admin listener's default port (`admin.listen`), not the public one.
+    assert_eq!(sd["port"], 9464);
+
+    let target_of = |source: &str| stack.config_target("prometheus", source);
+    let command = stack.command("prometheus");
+    assert!(command.contains(&format!("--config.file={}", target_of("prometheus_yml"))));
+    let rule_files = strings(&config["rule_files"]);
+    assert_eq!(rule_files, [target_of("prometheus_alerts")]);
+    assert_eq!(
+        stack.root["configs"]["prometheus_alerts"]["file"],
+        "./prometheus/alerts.yml"
+    );
+    let rules: Value = serde_norway::from_str(&read("prometheus/alerts.yml")).expect("alerts.yml");
+    let groups = rules["groups"].as_array().expect("rule groups");
+    assert!(
+        groups
+            .iter()
+            .all(|g| g["rules"].as_array().is_some_and(|r| !r.is_empty()))
+    );
+
+    let alertmanagers = &config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"];
+    assert_eq!(alertmanagers, &serde_json::json!(["alertmanager:9093"]));
+    assert_eq!(stack.target_ports("alertmanager"), [9093]);
+    let am_target = stack.config_target("alertmanager", "alertmanager_yml");
+    assert!(
+        stack
+            .command("alertmanager")
+            .contains(&format!("--config.file={am_target}"))
+    );
+    let am: Value =
+        serde_norway::from_str(&read("alertmanager/alertmanager.yml")).expect("alertmanager.yml");
+    let receiver = am["route"]["receiver"].as_str().expect("route.receiver");
+    assert!(
+        am["receivers"]
+            .as_array()
+            .expect("receivers")
+            .iter()
+            .any(|r| r["name"] == receiver)
     );
 }

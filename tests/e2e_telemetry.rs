@@ -360,6 +360,8 @@ async fn log_lines_are_json_and_hold_no_secrets() {
             ] {
                 assert!(!value[field].is_null(), "{field} missing in {line}");
             }
+            // The address the client-IP guard decided on: here the peer itself.
+            assert_eq!(value["client"], "127.0.0.1", "{line}");
         }
     }
     assert_eq!(requests, 3, "{text}");

@@ -73,6 +73,7 @@ where
             return Box::pin(async move { Ok(error.into_response()) });
         };
         let client = self.guard.client_ip(peer.ip(), request.headers());
+        crate::telemetry::record::update(|r| r.client = Some(client));
         // The service that was polled ready is the one that must be called; a fresh
         // clone stays behind for the next poll_ready (tower's documented pattern).
         let clone = self.inner.clone();

@@ -1,12 +1,17 @@
-//! What the access log needs to know about a request besides its status: the caller, the
-//! upstream service and instance, the cache result and the trace id. Stages fill it in
+//! What the access log needs to know about a request besides its status: the client
+//! address, the caller, the upstream service and instance, the cache result and the trace
+//! id. Stages fill it in
 //! as they learn it; the request-scoped cell lives only while the request is handled.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The facts of one request.
 #[derive(Debug, Default, Clone)]
 pub struct RequestRecord {
+    /// The client address the guard decided on (the peer, or the forwarded address
+    /// from a trusted proxy); unset on paths the guard exempts.
+    pub client: Option<IpAddr>,
     pub caller: Option<String>,
     pub service: Option<&'static str>,
     pub instance: Option<String>,

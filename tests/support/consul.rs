@@ -218,18 +218,24 @@ impl ConsulDouble {
 
     /// Starts a double; with `Some(token)`, ACLs are enabled and only that token may act.
     pub async fn start_with_token(token: Option<&str>) -> Self {
-        let shared = Arc::new(Shared::new(token));
         let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
-        let (addr, server) = start_server(Arc::clone(&shared), any_port)
+        Self::start_on(any_port, token)
             .await
-            .expect("bind the Consul double on a loopback port");
+            .expect("bind the Consul double on a loopback port")
+    }
+
+    /// Starts a double listening on `addr` (the stand-in image of the stack test binds
+    /// `0.0.0.0:8500`, Consul's port).
+    pub async fn start_on(addr: SocketAddr, token: Option<&str>) -> io::Result<Self> {
+        let shared = Arc::new(Shared::new(token));
+        let (addr, server) = start_server(Arc::clone(&shared), addr).await?;
         let timers = tokio::spawn(run_timers(Arc::clone(&shared)));
-        Self {
+        Ok(Self {
             shared,
             addr,
             server: Mutex::new(Some(server)),
             timers,
-        }
+        })
     }
 
     /// The address the double listens on.
