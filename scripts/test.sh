@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# the tests need (redis-server; promtool for the alert rules; docker.io, debootstrap, curl
-# and jq for the stack test) when it is missing, checks formatting and lints, runs every test, then builds the image
-# when it is missing, checks formatting and lints, runs every test, then builds the image
+# Runs the whole test suite on a fresh Debian/Ubuntu machine with Rust: installs what
+# the tests need (redis-server; promtool for the alert rules; docker.io, debootstrap,
+# curl and jq for the stack test) when it is missing, checks formatting and lints, runs
+# every test, then builds the image
 # and runs the stack test on a real Docker engine (deploy/test/stack-test.sh). The tests
 # start their own servers on free loopback ports.
 #

@@ -201,6 +201,7 @@ pub fn build(config: &Config) -> Result<Gateway, BuildError> {
     let redis_connection = redis.as_ref().map(|(_, connection)| connection.clone());
     let guard = Guard::from_config(&config.guard, redis_connection.clone())?;
     guard.login().count_in(&metrics);
+    guard.login().audit_to(audit.clone());
     let (cache, cache_tasks) = Cache::build(&config.cache, &config.redis, redis);
     background.extend(cache_tasks);
     tracing::info!(store = cache.store_name(), "response cache");

@@ -147,6 +147,7 @@ async fn failed_logins_are_throttled_then_recover_and_a_success_resets() {
     assert_envelope(429, &body);
     assert_eq!(body["code"], 0);
     // After the lockout the real password works, and the success resets the count.
+    let mut throttled = 1;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let status = login(&gw, "demo-student-pw").await.status().as_u16();
@@ -154,6 +155,7 @@ async fn failed_logins_are_throttled_then_recover_and_a_success_resets() {
             break;
         }
         assert_eq!(status, 429);
+        throttled += 1;
         assert!(Instant::now() < deadline, "never recovered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -165,6 +167,29 @@ async fn failed_logins_are_throttled_then_recover_and_a_success_resets() {
     assert!(
         metrics.contains(r#"sms_gateway_login_throttled_total{scope="account_ip"}"#),
         "{metrics}"
+    );
+    // Every refusal is one audit event naming the account, never the password.
+    let page: serde_json::Value = gw
+        .client
+        .get(gw.admin_url("/admin/audit"))
+        .send()
+        .await
+        .expect("audit")
+        .json()
+        .await
+        .expect("audit json");
+    let text = page.to_string();
+    assert!(!text.contains("demo-student-pw"), "{text}");
+    let events: Vec<&serde_json::Value> = page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|event| event["kind"] == "login_throttled")
+        .collect();
+    assert_eq!(events.len(), throttled, "{text}");
+    assert!(
+        events.iter().all(|event| event["account"] == "demostudent"),
+        "{text}"
     );
 }
 

@@ -307,14 +307,14 @@ impl Audit {
     /// `account_ip` or `account`.
     pub fn login_throttled(
         &self,
-        client_ip: IpAddr,
+        client_ip: Option<IpAddr>,
         account: &str,
         scope: &'static str,
     ) -> Option<AuditEvent> {
         self.record(
             AuditKind::LoginThrottled,
             Facts {
-                client_ip: Some(client_ip),
+                client_ip,
                 account: Some(account.to_owned()),
                 route: None,
                 request_id: None,
@@ -438,7 +438,11 @@ mod tests {
     fn events_serialise_without_unknown_facts() {
         let (audit, _metrics) = audit(10, 10);
         let event = audit
-            .login_throttled("192.0.2.7".parse().expect("ip"), "demostudent", "account")
+            .login_throttled(
+                Some("192.0.2.7".parse().expect("ip")),
+                "demostudent",
+                "account",
+            )
             .expect("written");
         let json = serde_json::to_value(&event).expect("json");
         assert_eq!(json["kind"], "login_throttled");

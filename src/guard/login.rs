@@ -39,6 +39,7 @@ use super::clock::{GuardClock, millis};
 use super::cluster::Cluster;
 use super::ip_table::IpKey;
 use super::log_every::LogEvery;
+use crate::audit::Audit;
 use crate::http::GatewayError;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::ScopeLabels;
@@ -352,6 +353,7 @@ pub struct LoginThrottle {
     clock: GuardClock,
     full_warning: LogEvery,
     throttled: OnceLock<[Counter; 2]>,
+    audit: OnceLock<Arc<Audit>>,
 }
 
 impl std::fmt::Debug for LoginThrottle {
@@ -382,6 +384,7 @@ impl LoginThrottle {
             clock,
             full_warning: LogEvery::new(millis(warn_interval)),
             throttled: OnceLock::new(),
+            audit: OnceLock::new(),
         }
     }
 
@@ -397,6 +400,11 @@ impl LoginThrottle {
                     })
                     .clone()
             }));
+    }
+
+    /// Writes every refusal to `audit` (kind `login_throttled`).
+    pub fn audit_to(&self, audit: Arc<Audit>) {
+        let _already_set = self.audit.set(audit);
     }
 
     /// Whether `attempt` may reach the backend: `Err` is 429 with `Retry-After`.
@@ -444,6 +452,9 @@ impl LoginThrottle {
                     scope = scope.as_str(),
                     "login refused by the login throttle"
                 );
+                if let Some(audit) = self.audit.get() {
+                    audit.login_throttled(attempt.client, &attempt.account, scope.as_str());
+                }
             }
             LoginOutcome::Undecided => {}
         }
