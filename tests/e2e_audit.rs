@@ -315,7 +315,12 @@ async fn bad_webhook_tokens_and_breaker_flips_are_audited_once() {
         403
     );
     // The right token with a bad body is not a security event.
-    assert_eq!(gw.send(webhook(Some(WEBHOOK_TOKEN))).await.0, 400);
+    assert_eq!(
+        gw.send(webhook(Some(WEBHOOK_TOKEN)).body("not a health array"))
+            .await
+            .0,
+        400
+    );
 
     let student = format!("/v1/students/uuid/{STUDENT}");
     let mut calls = 0;
