@@ -115,6 +115,9 @@ pub fn build(config: &Config) -> Result<Gateway, BuildError> {
         deadline: service_config(service)
             .deadline
             .unwrap_or(config.upstream.deadline),
+        read_try_timeout: service_config(service)
+            .read_try_timeout
+            .unwrap_or(config.upstream.read_try_timeout),
     });
     let mut background = Vec::new();
     let consul = match config.discovery.mode {

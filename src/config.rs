@@ -366,6 +366,11 @@ pub struct UpstreamConfig {
     /// Deadline of one call unless the service or endpoint says otherwise. Default 3s.
     #[serde(default = "defaults::deadline", with = "humantime_serde")]
     pub deadline: Duration,
+    /// How long a read's first attempt may take before it is retried on another
+    /// instance (only when one is available; the retry gets the rest of the deadline).
+    /// Default 1s; at or above the deadline: off.
+    #[serde(default = "defaults::read_try_timeout", with = "humantime_serde")]
+    pub read_try_timeout: Duration,
     /// Per service (`auth`, `club`, `outing`, `schedule`, `announcement`).
     #[serde(default)]
     pub services: BTreeMap<Service, ServiceConfig>,
@@ -376,6 +381,7 @@ impl Default for UpstreamConfig {
         Self {
             connect_timeout: defaults::connect_timeout(),
             deadline: defaults::deadline(),
+            read_try_timeout: defaults::read_try_timeout(),
             services: BTreeMap::new(),
         }
     }
@@ -391,6 +397,9 @@ pub struct ServiceConfig {
     /// Deadline of one call to this service; default `upstream.deadline`.
     #[serde(default, with = "humantime_serde")]
     pub deadline: Option<Duration>,
+    /// First-try limit of this service's reads; default `upstream.read_try_timeout`.
+    #[serde(default, with = "humantime_serde")]
+    pub read_try_timeout: Option<Duration>,
     /// The service's name in Consul; default `DMS.SMS.v1.service.<service>`.
     pub consul_name: Option<String>,
 }
@@ -485,6 +494,9 @@ mod defaults {
     }
     pub fn connect_timeout() -> Duration {
         Duration::from_secs(2)
+    }
+    pub fn read_try_timeout() -> Duration {
+        Duration::from_secs(1)
     }
     pub fn deadline() -> Duration {
         Duration::from_secs(3)

@@ -1,6 +1,6 @@
 //! End-to-end upstream behaviour through real HTTP and real gRPC: deadlines (408), dead
 //! instances (503 / -301), round robin across instances, many requests in flight, reads
-//! surviving an instance that dies under them, and the reference services accepting
+//! surviving an instance that dies under them or hangs, and the reference services accepting
 //! method paths with any package prefix (as go-micro servers do).
 
 mod support;
@@ -210,6 +210,55 @@ async fn killing_an_instance_with_reads_in_flight_gives_no_client_error() {
         "{metrics}"
     );
     doomed.task.abort();
+    for running in services {
+        running.task.abort();
+    }
+}
+
+/// An instance that takes calls and never answers (a killed container sends no reset):
+/// reads lose one short try on it and are answered by the other instance, well within
+/// the deadline; the breaker then keeps the hanging instance out.
+#[tokio::test]
+async fn a_hanging_instance_costs_reads_one_try_not_the_deadline() {
+    const READS: usize = 12;
+    let shared = Shared::seeded();
+    let services = reference::spawn_all(None, &shared, &Options::default())
+        .await
+        .expect("services");
+    let hanging = reference::spawn(
+        Service::Auth,
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        &Shared::seeded(),
+        &Options {
+            delay: Duration::from_secs(120),
+        },
+    )
+    .expect("hanging auth");
+    let mut addresses: BTreeMap<Service, Vec<String>> = services
+        .iter()
+        .map(|r| (r.service, vec![r.address.to_string()]))
+        .collect();
+    addresses
+        .get_mut(&Service::Auth)
+        .expect("auth")
+        .push(hanging.address.to_string());
+    let gw = Gateway::start_for(&addresses, |config| {
+        config.cache.enabled = false;
+        config.upstream.deadline = Duration::from_secs(20);
+        config.upstream.read_try_timeout = Duration::from_millis(200);
+    })
+    .await;
+    for _ in 0..READS {
+        let (status, body) = gw.call(Method::GET, &own_info(), STUDENT, None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let metrics = gw.gateway.state.metrics.render();
+    let tried = format!(
+        "sms_gateway_upstream_calls_total{{service=\"auth\",instance=\"{}\",outcome=\"deadline\"}}",
+        hanging.address
+    );
+    assert!(metrics.lines().any(|l| l.starts_with(&tried)), "{metrics}");
+    hanging.task.abort();
     for running in services {
         running.task.abort();
     }

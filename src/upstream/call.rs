@@ -27,6 +27,10 @@ use crate::telemetry::record;
 pub struct ServiceSettings {
     /// Deadline of one call (decision 16: 3 s by default).
     pub deadline: Duration,
+    /// How long a read's first attempt may take when another instance could answer it
+    /// instead (like Envoy's `per_try_timeout`); the retry gets what is left of the
+    /// deadline. A value at or above the deadline turns it off.
+    pub read_try_timeout: Duration,
 }
 
 /// Per-request values sent as gRPC metadata.
@@ -168,24 +172,51 @@ impl Upstreams {
         Req: prost::Message + Clone + Send + 'static,
         Rep: prost::Message + Default + Send + 'static,
     {
-        let deadline = target
-            .deadline
-            .unwrap_or(self.settings(target.service).deadline);
+        let settings = self.settings(target.service);
+        let deadline = target.deadline.unwrap_or(settings.deadline);
         let node = self.pick(target.service, None)?;
         let retry = target.retry_unsent.then(|| message.clone());
-        let first = self.call_node(target, &node, message, meta, deadline).await;
+        // A read gets a shorter first try only when another instance could take over:
+        // a dead instance (no reset, calls just hang) then costs a try, not the deadline.
+        let first_try = if retry.is_some()
+            && settings.read_try_timeout < deadline
+            && self.has_alternative(target.service, &node)
+        {
+            settings.read_try_timeout
+        } else {
+            deadline
+        };
+        let started = Instant::now();
+        let first = self
+            .call_node(target, &node, message, meta, first_try)
+            .await;
         match (first, retry) {
-            (Err(err), Some(message)) if retriable(&err) => {
+            (Err(err), Some(message))
+                if retriable(&err)
+                    || (first_try < deadline && matches!(err, GatewayError::Deadline { .. })) =>
+            {
+                let remaining = deadline.saturating_sub(started.elapsed());
                 match self.pick(target.service, Some(&node)) {
-                    Ok(other) => {
-                        self.call_node(target, &other, message, meta, deadline)
+                    Ok(other) if !remaining.is_zero() => {
+                        self.call_node(target, &other, message, meta, remaining)
                             .await
                     }
-                    Err(_) => Err(err),
+                    _ => Err(err),
                 }
             }
             (result, _) => result,
         }
+    }
+
+    /// Whether an instance other than `node` currently admits calls (without advancing
+    /// the round robin).
+    fn has_alternative(&self, service: Service, node: &Node) -> bool {
+        let now = Instant::now();
+        self.pool(service)
+            .snapshot()
+            .nodes
+            .iter()
+            .any(|other| other.id != node.id && other.breaker.admits(now))
     }
 
     /// The next instance whose breaker admits calls, skipping `avoid`.
