@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -55,6 +55,9 @@ pub struct Config {
     /// The response cache (spec decisions 9, 12, 13, 19).
     #[serde(default)]
     pub cache: CacheConfig,
+    /// The async runtime (worker threads).
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
 }
 
 /// Per-instance circuit breaker numbers (decision 15).
@@ -308,6 +311,10 @@ pub struct LogConfig {
     /// A tracing filter, e.g. `info` or `sms_gateway=debug`. Default `info`.
     #[serde(default = "defaults::log_level")]
     pub level: String,
+    /// Lines waiting for stdout at most; when stdout is slower than the requests, newer
+    /// lines are dropped (and counted) instead of stalling a worker. Default 8192.
+    #[serde(default = "defaults::log_buffer_lines")]
+    pub buffer_lines: NonZeroUsize,
 }
 
 impl Default for LogConfig {
@@ -315,8 +322,31 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::default(),
             level: defaults::log_level(),
+            buffer_lines: defaults::log_buffer_lines(),
         }
     }
+}
+
+/// The async runtime that serves requests.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// `multi_thread` (default) or `current_thread` (everything on the main thread).
+    #[serde(default)]
+    pub flavor: RuntimeFlavor,
+    /// Worker threads of `multi_thread`; default: one per CPU the process may use. One
+    /// worker wakes fewer threads per request (less CPU per request at moderate load),
+    /// more workers reach a higher peak: see README "Benchmarks".
+    pub worker_threads: Option<NonZeroUsize>,
+}
+
+/// Which tokio scheduler runs the gateway.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeFlavor {
+    #[default]
+    MultiThread,
+    CurrentThread,
 }
 
 /// Log line format.
@@ -349,6 +379,9 @@ mod defaults {
     }
     pub fn cors_origins() -> Vec<String> {
         vec!["*".to_owned()]
+    }
+    pub fn log_buffer_lines() -> std::num::NonZeroUsize {
+        std::num::NonZeroUsize::new(8192).unwrap_or(std::num::NonZeroUsize::MIN)
     }
     pub fn shutdown_grace() -> Duration {
         Duration::from_secs(10)

@@ -172,6 +172,11 @@ impl Metrics {
             "Failed or timed-out Redis operations",
             redis_errors.clone(),
         );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stdout did not keep up (the queue was full)",
+            super::log_writer::dropped_lines(),
+        );
         Self {
             registry,
             requests,

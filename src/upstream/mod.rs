@@ -4,6 +4,7 @@
 
 pub mod breaker;
 pub mod call;
+pub mod connection;
 pub mod consul;
 pub mod discovery;
 pub mod flip;
