@@ -331,22 +331,10 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// `multi_thread` (default) or `current_thread` (everything on the main thread).
-    #[serde(default)]
-    pub flavor: RuntimeFlavor,
-    /// Worker threads of `multi_thread`; default: one per CPU the process may use. One
-    /// worker wakes fewer threads per request (less CPU per request at moderate load),
-    /// more workers reach a higher peak: see README "Benchmarks".
+    /// Worker threads; default: one per CPU the process may use. One worker wakes
+    /// fewer threads per request (less CPU per request at moderate load), more workers
+    /// reach a higher peak: see README "Benchmarks".
     pub worker_threads: Option<NonZeroUsize>,
-}
-
-/// Which tokio scheduler runs the gateway.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RuntimeFlavor {
-    #[default]
-    MultiThread,
-    CurrentThread,
 }
 
 /// Log line format.
