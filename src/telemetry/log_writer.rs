@@ -73,7 +73,9 @@ fn write_lines<W: Write>(mut out: W, lines: &Receiver<Message>) {
                 Message::Line(line) => batch.extend_from_slice(&line),
                 Message::Flush(answer) => answers.push(answer),
             }
-            next = (batch.len() < 64 * 1024).then(|| lines.try_recv().ok()).flatten();
+            next = (batch.len() < 64 * 1024)
+                .then(|| lines.try_recv().ok())
+                .flatten();
         }
         // A failing stdout loses these lines; there is nowhere to report it.
         let _lost = out.write_all(&batch).and_then(|()| out.flush());

@@ -189,8 +189,7 @@ impl Connection {
                 .await
                 .map_err(std::io::Error::other)
         };
-        let (send, connection) = match tokio::time::timeout(self.connect_timeout, handshake).await
-        {
+        let (send, connection) = match tokio::time::timeout(self.connect_timeout, handshake).await {
             Ok(Ok(made)) => made,
             Ok(Err(err)) => return Err(CallError::Connect(err.to_string())),
             Err(_) => {
@@ -381,6 +380,9 @@ mod tests {
             http_status(StatusCode::SERVICE_UNAVAILABLE).code(),
             Code::Unavailable
         );
-        assert_eq!(http_status(StatusCode::NOT_FOUND).code(), Code::Unimplemented);
+        assert_eq!(
+            http_status(StatusCode::NOT_FOUND).code(),
+            Code::Unimplemented
+        );
     }
 }
