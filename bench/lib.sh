@@ -20,6 +20,9 @@ ensure_wrk() { command -v wrk >/dev/null 2>&1 || apt_install wrk; }
 # Binaries of the release build (cargo's target dir, or CARGO_TARGET_DIR).
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release/sms-gateway
+# The reference services' binary (BENCH_SERVICES_BIN: A/B runs of two gateway builds
+# against the same services).
+SVC_BIN=${BENCH_SERVICES_BIN:-$BIN}
 LOAD=$TARGET_DIR/release/examples/grpc_load
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -101,7 +104,7 @@ SVC_PID="" SVC_BASE="" GW_PID="" GW_PORT="" REDIS_PID="" REDIS_PORT=""
 start_services() {
   for _ in 1 2 3; do
     SVC_BASE=$(free_base 5)
-    "$BIN" services --listen-base "$SVC_BASE" >>"$WORK/services.log" 2>&1 &
+    "$SVC_BIN" services --listen-base "$SVC_BASE" >>"$WORK/services.log" 2>&1 &
     SVC_PID=$!
     PIDS+=("$SVC_PID")
     wait_tcp $((SVC_BASE + 2)) "$SVC_PID" && return 0
@@ -123,10 +126,11 @@ stop_services() {
 # `check-config` accepts (sections still being built are left out; callers report
 # which were applied).
 SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+LOG_LEVEL=${BENCH_LOG_LEVEL:-info}
 base_config() {
   local port=$1 svc=$2 service i=0
-  printf 'listen = "127.0.0.1:%s"\n[jwt]\nsecret = "%s"\n[log]\nformat = "json"\nlevel = "warn"\n' \
-    "$port" "$SECRET"
+  printf 'listen = "127.0.0.1:%s"\n[jwt]\nsecret = "%s"\n[log]\nformat = "json"\nlevel = "%s"\n' \
+    "$port" "$SECRET" "$LOG_LEVEL"
   for service in auth club outing schedule announcement; do
     printf '[upstream.services.%s]\naddresses = ["127.0.0.1:%s"]\n' "$service" $((svc + i))
     i=$((i + 1))
@@ -137,6 +141,9 @@ base_config() {
 FRAG_GUARD_OPEN=$'[guard.ip]\nlimit = 4000000000\n[guard.services]\nper_second = 1000000\nburst = 1000000\n'
 FRAG_CACHE_OFF=$'[cache]\nenabled = false\n'
 FRAG_CACHE_ON=$'[cache]\nenabled = true\n'
+# The admin listener (where a build has one, /metrics lives there): on a free port of
+# its own, never the default shared by every gateway on the machine.
+frag_admin() { printf '[admin]\nlisten = "127.0.0.1:%s"\n' "$(free_base 1)"; }
 frag_redis() { printf '[redis]\nurl = "redis://127.0.0.1:%s"\n' "$REDIS_PORT"; }
 
 # Writes the config to $1 and prints the names of the fragments it holds.
@@ -151,6 +158,13 @@ write_config() {
       cache-off) text=$FRAG_CACHE_OFF ;;
       cache-on) text=$FRAG_CACHE_ON ;;
       redis) text=$(frag_redis) ;;
+      admin) text=$(frag_admin) ;;
+      workers) [ -n "${BENCH_WORKERS:-}" ] || continue
+        if [ "$BENCH_WORKERS" = current ]; then
+          text=$'[runtime]\nflavor = "current_thread"\n'
+        else
+          text=$(printf '[runtime]\nworker_threads = %s\n' "$BENCH_WORKERS")
+        fi ;;
       *) continue ;;
     esac
     cp "$file" "$file.try"
@@ -167,12 +181,24 @@ write_config() {
 
 # Starts the gateway on $GW_PORT with config $1; the rest of the arguments, if any, is
 # a command to run it under (e.g. valgrind), which may need more time to start.
+# With GW_SLOW_STDOUT=1 the gateway's stdout (its log lines) goes to a reader that takes
+# at most 400 KB/s, like a slow container log driver.
+slow_reader() {
+  python3 -c 'import sys, time
+while sys.stdin.buffer.read1(4096):
+    time.sleep(0.01)'
+}
 start_gateway() {
   local config=$1 tries=200
   shift
   [ $# -gt 0 ] && tries=1200
   for _ in 1 2 3; do
-    "$@" "$BIN" serve --config "$config" >>"$WORK/gateway.log" 2>&1 &
+    if [ "${GW_SLOW_STDOUT:-0}" = 1 ]; then
+      "$@" "$BIN" serve --config "$config" 2>>"$WORK/gateway.log" > >(slow_reader) &
+    else
+      # Log lines go to a file that is emptied after each run.
+      "$@" "$BIN" serve --config "$config" >>"$WORK/gateway.log" 2>&1 &
+    fi
     GW_PID=$!
     PIDS+=("$GW_PID")
     for _ in $(seq "$tries"); do
@@ -198,6 +224,11 @@ stop_gateway() {
     forget_pid "$GW_PID"
   fi
   GW_PID=""
+  # Keep the end of the log (for errors), not the millions of request lines.
+  if [ -f "$WORK/gateway.log" ]; then
+    tail -c 65536 "$WORK/gateway.log" >"$WORK/gateway.log.tail"
+    mv "$WORK/gateway.log.tail" "$WORK/gateway.log"
+  fi
 }
 
 start_redis() {
@@ -225,4 +256,73 @@ sequential() {
     done
   } >"$config"
   curl -s --max-time 600 -K "$config" -w '%{http_code}\n' | grep -c '^200$' || true
+}
+
+# A curl config for $2 sequential requests of kind $1 (get | write | login) to path $3
+# with token $4, over one kept-alive connection (curl reuses it across `next`); writes
+# start at Unix time $5, 10 s apart, so none overlap.
+curl_config() {
+  local kind=$1 count=$2 path=$3 token=$4 base=${5:-2500000000} i
+  for ((i = 0; i < count; i++)); do
+    [ "$i" -gt 0 ] && echo 'next'
+    echo 'silent'
+    echo 'max-time = 60'
+    echo 'write-out = "%{http_code}\n"'
+    [ -n "$token" ] && echo "header = \"Authorization: Bearer $token\""
+    case $kind in
+      write) echo 'header = "Content-Type: application/json"'
+        printf 'data = "{\\"start_time\\":%d,\\"end_time\\":%d,\\"place\\":\\"서점\\",\\"reason\\":\\"교재 구입\\",\\"situation\\":\\"normal\\"}"\n' \
+          $((base + i * 10)) $((base + i * 10 + 5)) ;;
+      login) echo 'header = "Content-Type: application/json"'
+        echo 'data = "{\"student_id\":\"demostudent\",\"student_pw\":\"demo-student-pw\"}"' ;;
+    esac
+    echo "url = \"http://127.0.0.1:$GW_PORT$path\""
+    echo 'output = "/dev/null"'
+  done
+}
+
+# Sends the requests of a curl config; prints how many answered 2xx.
+send_sequential() {
+  curl -K "$1" | grep -c '^2' || true
+}
+
+# Instructions and allocator calls of the gateway (user space, exact: callgrind) for
+# $3 sequential requests of kind $1 to path $2 with token $4 after $5 unrecorded ones;
+# the gateway must have been started under callgrind by start_gateway with
+# `callgrind_command $WORK/cg.out`. Prints "<requests> <instructions/request>
+# <allocations/request> <reallocations/request>" after stopping the gateway.
+callgrind_command() {
+  echo valgrind --tool=callgrind --instr-atstart=no --compress-strings=no --compress-pos=no \
+    "--callgrind-out-file=$1"
+}
+callgrind_measure() {
+  local kind=$1 path=$2 count=$3 token=$4 warm=$5 out=$6 answered
+  curl_config "$kind" "$warm" "$path" "$token" 2400000000 >"$WORK/warm.cfg"
+  curl_config "$kind" "$count" "$path" "$token" 2500000000 >"$WORK/measure.cfg"
+  send_sequential "$WORK/warm.cfg" >/dev/null
+  callgrind_control -i on "$GW_PID" >/dev/null
+  answered=$(send_sequential "$WORK/measure.cfg")
+  callgrind_control -i off "$GW_PID" >/dev/null
+  # valgrind writes the profile when the gateway exits; give it time to.
+  kill -TERM "$GW_PID" 2>/dev/null || true
+  for _ in $(seq 600); do kill -0 "$GW_PID" 2>/dev/null || break; sleep 0.1; done
+  stop_gateway
+  [ -s "$out" ] || { echo "0 - - -"; return 0; }
+  # Allocator entry points of mimalloc (the global allocator), counted where they are
+  # called from outside mimalloc.
+  awk -v n="$answered" '
+    /^fn=/ { caller = substr($0, 4) }
+    /^cfn=/ { callee = substr($0, 5) }
+    /^calls=/ {
+      if (caller !~ /^_?mi_/) {
+        split(substr($0, 7), c, " ")
+        if (callee ~ /^mi_(malloc|zalloc)_aligned/) allocs += c[1]
+        else if (callee ~ /^mi_realloc_aligned/) reallocs += c[1]
+      }
+    }
+    /^(summary|totals):/ { total = $2 }
+    END {
+      if (n > 0) printf "%d %.0f %.1f %.1f\n", n, total / n, allocs / n, reallocs / n
+      else print "0 - - -"
+    }' "$out"
 }

@@ -14,9 +14,16 @@
 #   BENCH_DURATION=3     measured seconds per run      BENCH_WARMUP=1  warm-up seconds
 #   BENCH_ROUNDS=3       rounds (medians are reported) BENCH_CONNECTIONS=32
 #   BENCH_RATE=2000      the fixed moderate rate (req/s); BENCH_LOGIN_RATE=500 for logins
-#   BENCH_SCENARIOS="read write login cached-memory cached-redis"   gateway scenarios
+#   BENCH_SCENARIOS="read write login cached-memory cached-redis read-slow-stdout"
+#                        gateway scenarios (read-slow-stdout: stdout read at 400 KB/s)
 #   BENCH_FLOOR="read write login"                                   floor RPCs
 #   BENCH_MODES="max rate"
+#   BENCH_LOG_LEVEL=info the gateway's log level (info: one JSON line per request)
+#   BENCH_WORKERS=       runtime.worker_threads of the gateway (unset: one per CPU;
+#                        "current": the current_thread runtime)
+#   BENCH_CALLGRIND_REQUESTS=300  sequential requests per scenario under callgrind
+#                        (instructions and allocations per request); 0 skips it
+#   BENCH_SERVICES_BIN=  another binary for the reference services (A/B of two builds)
 #   BENCH_SKIP_BUILD=1   use the binaries already in target/release (while iterating)
 #   BENCH_EXACT_BUILD=1  build the gateway with production features only (slower build)
 set -euo pipefail
@@ -29,7 +36,8 @@ ROUNDS=${BENCH_ROUNDS:-3}
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
 RATE=${BENCH_RATE:-2000}
 LOGIN_RATE=${BENCH_LOGIN_RATE:-500}
-SCENARIOS=${BENCH_SCENARIOS:-read write login cached-memory cached-redis}
+SCENARIOS=${BENCH_SCENARIOS:-read write login cached-memory cached-redis read-slow-stdout}
+CALLGRIND_REQUESTS=${BENCH_CALLGRIND_REQUESTS:-300}
 FLOOR=${BENCH_FLOOR:-read write login}
 MODES=${BENCH_MODES:-max rate}
 WRK_THREADS=2
@@ -81,10 +89,10 @@ scenario_kind() { case $1 in write) echo write ;; login) echo login ;; *) echo g
 scenario_path() { case $1 in write) echo /v1/outings ;; login) echo /v1/login/student ;; *) echo "$READ_PATH" ;; esac; }
 scenario_fragments() {
   case $1 in
-    read) echo guard cache-off ;;
-    cached-memory) echo guard cache-on ;;
-    cached-redis) echo guard cache-on redis ;;
-    *) echo guard ;;
+    read | read-slow-stdout) echo guard cache-off admin workers ;;
+    cached-memory) echo guard cache-on admin workers ;;
+    cached-redis) echo guard cache-on redis admin workers ;;
+    *) echo guard admin workers ;;
   esac
 }
 scenario_rate() { case $1 in login) echo "$LOGIN_RATE" ;; *) echo "$RATE" ;; esac; }
@@ -143,6 +151,8 @@ gateway_run() {
   applied=$(write_config "$cfg" "$GW_PORT" "$SVC_BASE" $(scenario_fragments "$scenario"))
   APPLIED[$scenario]=$applied
   [ "$scenario" = cached-redis ] && redis-cli -p "$REDIS_PORT" flushall >/dev/null
+  GW_SLOW_STDOUT=0
+  [ "$scenario" = read-slow-stdout ] && GW_SLOW_STDOUT=1
   start_gateway "$cfg"
   TOKEN=""
   [ "$KIND" != login ] && TOKEN=$("$BIN" token --uuid "$STUDENT" --config "$cfg")
@@ -151,7 +161,7 @@ gateway_run() {
   read -r _ xcache < <(probe "$KIND" "$path" "$TOKEN")
   verdict=ok
   case $scenario in
-    read)
+    read | read-slow-stdout)
       [ "$xcache" = HIT ] && verdict="invalid: the response cache answered (X-Cache: HIT); the cache-off fragment was not accepted" ;;
     cached-*)
       if [ "$xcache" != HIT ]; then
@@ -226,6 +236,41 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 MEASURE_SECONDS=$(elapsed_since "$MEASURE_STARTED")
+
+# --- instructions and allocations (callgrind) ---------------------------------------
+# Exact counts, independent of the machine's load: per scenario, sequential requests on
+# one kept-alive connection after a warm-up, the gateway under callgrind.
+CALLGRIND=$RESULTS/callgrind.tsv
+echo "scenario	requests	instructions_per_req	allocations_per_req	reallocations_per_req" >"$CALLGRIND"
+CALLGRIND_STARTED=$(date +%s.%N)
+if [ "$CALLGRIND_REQUESTS" -gt 0 ]; then
+  command -v valgrind >/dev/null 2>&1 || apt_install valgrind || true
+fi
+if [ "$CALLGRIND_REQUESTS" -gt 0 ] && command -v valgrind >/dev/null 2>&1; then
+  GW_SLOW_STDOUT=0
+  for scenario in $SCENARIOS; do
+    [ "$scenario" = read-slow-stdout ] && continue
+    [ -n "${UNAVAILABLE[$scenario]:-}" ] && continue
+    KIND=$(scenario_kind "$scenario")
+    start_services
+    GW_PORT=$(free_base 1)
+    cfg=$WORK/callgrind-$scenario.toml
+    # shellcheck disable=SC2046
+    write_config "$cfg" "$GW_PORT" "$SVC_BASE" $(scenario_fragments "$scenario") >/dev/null
+    [ "$scenario" = cached-redis ] && redis-cli -p "$REDIS_PORT" flushall >/dev/null
+    rm -f "$WORK/cg.out"
+    # shellcheck disable=SC2046
+    start_gateway "$cfg" $(callgrind_command "$WORK/cg.out")
+    TOKEN=""
+    [ "$KIND" != login ] && TOKEN=$("$BIN" token --uuid "$STUDENT" --config "$cfg")
+    counts=$(callgrind_measure "$KIND" "$(scenario_path "$scenario")" "$CALLGRIND_REQUESTS" "$TOKEN" 50 "$WORK/cg.out")
+    stop_services
+    row_cg="$scenario	$(tr ' ' '\t' <<<"$counts")"
+    echo "$row_cg" >>"$CALLGRIND"
+    log "$scenario under callgrind: $counts (requests, instructions, allocations, reallocations per request)"
+  done
+fi
+CALLGRIND_SECONDS=$(elapsed_since "$CALLGRIND_STARTED")
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 TOTAL_SECONDS=$(elapsed_since "$STARTED")
 
@@ -250,8 +295,9 @@ TOTAL_SECONDS=$(elapsed_since "$STARTED")
   echo "| floor client | \`examples/grpc_load.rs\`: 1 HTTP/2 connection (as the gateway keeps per instance), $CONNECTIONS calls in flight |"
   echo "| per run | fresh services and gateway, ${WARMUP} s warm-up (excluded), ${DURATION} s measured; $ROUNDS rounds |"
   echo "| moderate rate | $RATE req/s ($LOGIN_RATE req/s for logins, whose backend cost is an Argon2 hash), paced on a fixed schedule by \`bench/wrk.lua\` (wrk's \`delay()\`) and by \`grpc_load --rate\` |"
-  echo "| gateway config | generated; logs JSON at \`warn\`; fragments accepted by this build: $(for s in $SCENARIOS; do printf '%s: %s; ' "$s" "${APPLIED[$s]:-none}"; done | sed 's/; $//') |"
+  echo "| gateway config | generated; logs JSON at \`$LOG_LEVEL\` (info: one line per request) to a file (read-slow-stdout: to a pipe read at 400 KB/s); worker threads: ${BENCH_WORKERS:-one per CPU}; fragments accepted by this build: $(for s in $SCENARIOS; do printf '%s: %s; ' "$s" "${APPLIED[$s]:-none}"; done | sed 's/; $//') |"
   echo "| build | ${BUILD_SECONDS} s wall, ${BUILD_CPU} s of CPU; $BUILD_KIND |"
+  echo "| callgrind pass | $CALLGRIND_REQUESTS sequential requests per scenario after 50 unrecorded ones, one kept-alive connection (curl), the gateway under \`valgrind --tool=callgrind\`: ${CALLGRIND_SECONDS} s |"
   echo "| measuring | ${MEASURE_SECONDS} s; **whole command ${TOTAL_SECONDS} s**; on an idle machine the build takes at least its CPU time / $(nproc) ≈ $((BUILD_CPU / $(nproc))) s |"
   echo "| machine load | load average $LOAD_BEFORE before, $LOAD_AFTER after: other builds may have been running on the same 2 cores |"
   echo
@@ -262,7 +308,7 @@ TOTAL_SECONDS=$(elapsed_since "$STARTED")
   echo
   echo "## Results (median of $ROUNDS rounds; min–max in brackets)"
   echo
-  awk -F'\t' -v budget=25 -f "$ROOT/bench/report.awk" "$RUNS"
+  awk -F'\t' -v budget=25 -v callgrind="$CALLGRIND" -f "$ROOT/bench/report.awk" "$RUNS"
   if [ ${#UNAVAILABLE[@]} -gt 0 ]; then
     echo
     echo "Not measured:"

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -64,6 +64,9 @@ pub struct Config {
     /// The audit stream of security events.
     #[serde(default)]
     pub audit: crate::audit::AuditConfig,
+    /// The async runtime (worker threads).
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
 }
 
 /// Per-instance circuit breaker numbers (decision 15).
@@ -414,6 +417,10 @@ pub struct LogConfig {
     /// A tracing filter, e.g. `info` or `sms_gateway=debug`. Default `info`.
     #[serde(default = "defaults::log_level")]
     pub level: String,
+    /// Lines waiting for stdout at most; when stdout is slower than the requests, newer
+    /// lines are dropped (and counted) instead of stalling a worker. Default 8192.
+    #[serde(default = "defaults::log_buffer_lines")]
+    pub buffer_lines: NonZeroUsize,
 }
 
 impl Default for LogConfig {
@@ -421,8 +428,19 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::default(),
             level: defaults::log_level(),
+            buffer_lines: defaults::log_buffer_lines(),
         }
     }
+}
+
+/// The async runtime that serves requests.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Worker threads; default: one per CPU the process may use. One worker wakes
+    /// fewer threads per request (less CPU per request at moderate load), more workers
+    /// reach a higher peak: see README "Benchmarks".
+    pub worker_threads: Option<NonZeroUsize>,
 }
 
 /// Log line format.
@@ -455,6 +473,9 @@ mod defaults {
     }
     pub fn cors_origins() -> Vec<String> {
         vec!["*".to_owned()]
+    }
+    pub fn log_buffer_lines() -> std::num::NonZeroUsize {
+        std::num::NonZeroUsize::new(8192).unwrap_or(std::num::NonZeroUsize::MIN)
     }
     pub fn shutdown_grace() -> Duration {
         Duration::from_secs(10)

@@ -11,10 +11,11 @@ use clap::{Parser, Subcommand};
 use humantime_serde::re::humantime;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use sms_gateway::app;
-use sms_gateway::config::{Config, LogConfig, LogFormat, ProcessEnv};
+use sms_gateway::config::{Config, LogConfig, LogFormat, ProcessEnv, RuntimeConfig};
 use sms_gateway::http::server::ServerSettings;
 use sms_gateway::reference::{self, Options, Shared, registration};
 use sms_gateway::telemetry;
+use sms_gateway::telemetry::log_writer::FlushGuard;
 use sms_gateway::upstream::Service;
 use sms_gateway::upstream::consul::ConsulClient;
 use sms_gateway::{endpoints, openapi};
@@ -105,11 +106,50 @@ enum Command {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // `serve` reads its configuration first: it sizes the runtime.
+    let (command, runtime_config) = match cli.command {
+        Command::Serve { config } => {
+            let config = Config::load(Some(&config), &ProcessEnv).context("configuration")?;
+            let runtime = config.runtime;
+            (Run::Serve(Box::new(config)), runtime)
+        }
+        command => (Run::Other(command), RuntimeConfig::default()),
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = runtime_config.worker_threads {
+        builder.worker_threads(workers.get());
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run(cli.command))
+    runtime.block_on(async {
+        match command {
+            Run::Serve(config) => serve(*config).await,
+            Run::Other(command) => run(command).await,
+        }
+    })
+}
+
+/// A command, with `serve`'s configuration already loaded.
+enum Run {
+    Serve(Box<Config>),
+    Other(Command),
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let (provider, _flush_logs) = init_telemetry(&config)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let admin = bind_admin(&config).await?;
+    let result = gateway(config, listener, admin).await;
+    if let Some(provider) = provider
+        && let Err(err) = provider.shutdown()
+    {
+        tracing::warn!(error = %err, "flushing traces at exit failed");
+    }
+    result
 }
 
 async fn run(command: Command) -> Result<()> {
@@ -118,21 +158,7 @@ async fn run(command: Command) -> Result<()> {
             listen,
             admin_listen,
         } => demo(listen, admin_listen).await,
-        Command::Serve { config } => {
-            let config = Config::load(Some(&config), &ProcessEnv).context("configuration")?;
-            let provider = init_telemetry(&config)?;
-            let listener = TcpListener::bind(config.listen)
-                .await
-                .with_context(|| format!("binding {}", config.listen))?;
-            let admin = bind_admin(&config).await?;
-            let result = gateway(config, listener, admin).await;
-            if let Some(provider) = provider
-                && let Err(err) = provider.shutdown()
-            {
-                tracing::warn!(error = %err, "flushing traces at exit failed");
-            }
-            result
-        }
+        Command::Serve { .. } => bail!("serve is started by main"),
         Command::Services {
             listen_base,
             host,
@@ -166,9 +192,10 @@ async fn run(command: Command) -> Result<()> {
     }
 }
 
-/// Installs the log subscriber (and the OTLP trace export when configured); the
-/// returned provider must be shut down at exit to flush the last spans.
-fn init_telemetry(config: &Config) -> Result<Option<SdkTracerProvider>> {
+/// Installs the log subscriber, writing through the non-blocking stdout (and the OTLP
+/// trace export when configured); the returned provider must be shut down at exit to
+/// flush the last spans, and the guard kept until then to flush the last lines.
+fn init_telemetry(config: &Config) -> Result<(Option<SdkTracerProvider>, FlushGuard)> {
     use tracing_subscriber::layer::SubscriberExt as _;
     let provider = telemetry::tracer_provider(&config.telemetry)?;
     let audit_file = sms_gateway::audit::file_layer(&config.audit).with_context(|| {
@@ -181,9 +208,11 @@ fn init_telemetry(config: &Config) -> Result<Option<SdkTracerProvider>> {
                 .unwrap_or(std::path::Path::new(""))
         )
     })?;
-    let subscriber = telemetry::subscriber(&config.log, provider.as_ref()).with(audit_file);
+    let (stdout, guard) = telemetry::stdout_writer(&config.log).context("the log writer")?;
+    let subscriber =
+        telemetry::subscriber_with_writer(&config.log, provider.as_ref(), stdout).with(audit_file);
     tracing::subscriber::set_global_default(subscriber).context("installing the log subscriber")?;
-    Ok(provider)
+    Ok((provider, guard))
 }
 
 /// Logs only, for commands without a gateway configuration.
@@ -191,6 +220,7 @@ fn init_logs(format: LogFormat, level: &str) {
     let log = LogConfig {
         format,
         level: level.to_owned(),
+        ..LogConfig::default()
     };
     let _already_set = tracing::subscriber::set_global_default(telemetry::subscriber(&log, None));
 }
@@ -375,7 +405,7 @@ async fn demo(listen: SocketAddr, admin_listen: SocketAddr) -> Result<()> {
     // SMS_* variables still apply, e.g. SMS_TELEMETRY__OTLP_ENDPOINT to watch the demo
     // in Jaeger.
     let config = Config::from_toml(&text, &ProcessEnv).context("demo configuration")?;
-    init_telemetry(&config)?;
+    let _flush_logs = init_telemetry(&config)?.1;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;

@@ -74,6 +74,7 @@ fn quiet_logs() -> tracing::subscriber::DefaultGuard {
     let log = LogConfig {
         format: LogFormat::Json,
         level: "info".to_owned(),
+        ..LogConfig::default()
     };
     tracing::subscriber::set_default(sms_gateway::telemetry::subscriber_with_writer(
         &log,
@@ -94,6 +95,7 @@ async fn each_request_cause_is_one_event_and_nothing_secret_is_written() {
     let log = LogConfig {
         format: LogFormat::Json,
         level: "info".to_owned(),
+        ..LogConfig::default()
     };
     let _default = tracing::subscriber::set_default(
         sms_gateway::telemetry::subscriber_with_writer(&log, None, move || writer.clone()),

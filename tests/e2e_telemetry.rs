@@ -96,6 +96,7 @@ fn json_logs() -> LogConfig {
     LogConfig {
         format: LogFormat::Json,
         level: "info".to_owned(),
+        ..LogConfig::default()
     }
 }
 

@@ -1,7 +1,8 @@
 //! End-to-end upstream behaviour through real HTTP and real gRPC: deadlines (408), dead
-//! instances (503 / -301), round robin across instances, many requests in flight, reads
-//! surviving an instance that dies under them or hangs, and the reference services accepting
-//! method paths with any package prefix (as go-micro servers do).
+//! instances (503 / -301), reconnection after an instance comes back, round robin across
+//! instances, many requests in flight, reads surviving an instance that dies under them or
+//! hangs, and the reference services accepting method paths with any package prefix (as
+//! go-micro servers do).
 
 mod support;
 
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use sms_gateway::reference::{self, Options, Shared};
 use sms_gateway::upstream::Service;
+use support::proxy::Proxy;
 use support::{Gateway, assert_envelope, seed};
 use tokio::net::TcpListener;
 
@@ -57,6 +59,47 @@ async fn dead_instance_answers_503_minus_301() {
     assert_eq!(status, 503, "{body}");
     assert_envelope(status, &body);
     assert_eq!(body["code"], -301);
+}
+
+#[tokio::test]
+async fn an_instance_that_comes_back_is_called_again_on_a_new_connection() {
+    let shared = Shared::seeded();
+    let running = reference::spawn_all(None, &shared, &Options::default())
+        .await
+        .expect("services");
+    let auth = running
+        .iter()
+        .find(|r| r.service == Service::Auth)
+        .expect("auth");
+    let proxy = Proxy::start(auth.address).await;
+    let addresses: BTreeMap<Service, Vec<String>> = running
+        .iter()
+        .map(|r| {
+            let address = if r.service == Service::Auth {
+                proxy.address()
+            } else {
+                r.address
+            };
+            (r.service, vec![address.to_string()])
+        })
+        .collect();
+    let gw = Gateway::start_for(&addresses, |_| {}).await;
+    let (status, body) = gw.call(Method::GET, &own_info(), STUDENT, None).await;
+    assert_eq!(status, 200, "{body}");
+    // The kill cuts the connection the gateway keeps to the instance and refuses new ones.
+    proxy.kill();
+    // Refused (503), or cut while in flight (500): either way an envelope, no hang.
+    let (status, body) = gw.call(Method::GET, &own_info(), STUDENT, None).await;
+    assert!(matches!(status, 500 | 503), "{status} {body}");
+    assert_envelope(status, &body);
+    proxy.revive().await;
+    for _ in 0..3 {
+        let (status, body) = gw.call(Method::GET, &own_info(), STUDENT, None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for r in running {
+        r.task.abort();
+    }
 }
 
 #[tokio::test]

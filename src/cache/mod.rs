@@ -176,7 +176,11 @@ pub fn redis_connection(
     let Some(url) = &config.url else {
         return Ok(None);
     };
-    let client = redis::Client::open(url.as_str())?;
+    // Commands are small single writes: without TCP_NODELAY (redis-rs leaves it off)
+    // Nagle holds a pipelined write back until the previous reply's ACK.
+    let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    let client = redis::Client::open(info)?;
     let manager = ConnectionManager::new_lazy_with_config(
         client.clone(),
         ConnectionManagerConfig::new()

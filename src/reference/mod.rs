@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
 
 use crate::upstream::Service;
 
@@ -90,7 +90,9 @@ pub fn spawn(
     let address = listener.local_addr()?;
     let routes = routes(service, shared);
     let delay = options.delay;
-    let incoming = TcpListenerStream::new(listener);
+    // `serve_with_incoming` ignores the builder's `tcp_nodelay`: the incoming stream
+    // sets it, or replies wait for delayed ACKs (Nagle), ~40 ms on loopback.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let task = tokio::spawn(async move {
         let delayed = tower::filter::AsyncFilterLayer::new(move |request| async move {
             if !delay.is_zero() {

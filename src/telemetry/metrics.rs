@@ -309,6 +309,11 @@ impl Metrics {
             "Audit events only counted, over the per-kind rate bound",
             audit_suppressed.clone(),
         );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stdout did not keep up (the queue was full)",
+            super::log_writer::dropped_lines(),
+        );
         Self {
             registry,
             requests,

@@ -6,6 +6,7 @@
 //! nothing fails. An unreachable endpoint only drops spans (export runs in the
 //! background with a timeout), never a request.
 
+pub mod log_writer;
 pub mod metrics;
 pub mod propagation;
 pub mod record;
@@ -241,6 +242,18 @@ pub fn subscriber(
     provider: Option<&SdkTracerProvider>,
 ) -> impl Subscriber + Send + Sync + for<'a> LookupSpan<'a> {
     subscriber_with_writer(log, provider, std::io::stdout)
+}
+
+/// The gateway's stdout for log lines: non-blocking, at most `log.buffer_lines`
+/// waiting (see [`log_writer`]). Keep the guard until exit: dropping it flushes.
+pub fn stdout_writer(
+    log: &LogConfig,
+) -> std::io::Result<(log_writer::NonBlocking, log_writer::FlushGuard)> {
+    log_writer::non_blocking(
+        std::io::stdout(),
+        log.buffer_lines.get(),
+        log_writer::dropped_lines(),
+    )
 }
 
 /// [`subscriber`] writing log lines to `writer` (tests capture them).

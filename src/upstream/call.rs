@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tonic::metadata::MetadataValue;
-use tonic_prost::ProstCodec;
 use tracing::Instrument;
 
 use super::Service;
 use super::breaker::{Breaker, BreakerSettings, Outcome, Transition};
+use super::connection::CallError;
 use super::pool::{NoPick, Node, ServicePool};
 use crate::http::GatewayError;
 use crate::telemetry::Metrics;
@@ -385,43 +385,45 @@ where
     Req: prost::Message + Send + 'static,
     Rep: prost::Message + Default + Send + 'static,
 {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(deadline);
-    let metadata = request.metadata_mut();
-    if let Ok(value) = MetadataValue::try_from(meta.request_id.as_str()) {
-        metadata.insert("x-request-id", value);
-    }
-    if let Ok(value) = MetadataValue::try_from(jaeger::span_context(context)) {
-        metadata.insert("span-context", value);
-    }
-    if let Ok(value) = MetadataValue::try_from(w3c::traceparent(context)) {
-        metadata.insert("traceparent", value);
-    }
-    if !context.trace_state.is_empty()
-        && let Ok(value) = MetadataValue::try_from(context.trace_state.as_str())
-    {
-        metadata.insert("tracestate", value);
-    }
-    let mut grpc = tonic::client::Grpc::new(node.channel.clone());
-    let attempt = async {
-        grpc.ready()
-            .await
-            .map_err(|err| GatewayError::NoHealthyInstance {
-                service: rpc_name,
-                detail: format!("instance {} is not reachable: {err}", node.address),
-            })?;
-        grpc.unary(request, path, ProstCodec::<Req, Rep>::default())
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|status| classify(rpc_name, node, &status))
-    };
+    let metadata = call_metadata(meta, context);
+    let attempt = node
+        .connection
+        .unary::<Req, Rep>(&path, &message, metadata, deadline);
     match tokio::time::timeout(deadline, attempt).await {
-        Ok(result) => result,
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(CallError::Connect(detail))) => Err(GatewayError::NoHealthyInstance {
+            service: rpc_name,
+            detail: format!("instance {} is not reachable: {detail}", node.address),
+        }),
+        Ok(Err(CallError::Status(status))) => Err(classify(rpc_name, node, &status)),
         Err(_) => Err(GatewayError::Deadline {
             rpc: rpc_name,
             sent: true,
         }),
     }
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static SPAN_CONTEXT: HeaderName = HeaderName::from_static("span-context");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// The request id and trace context headers of one call (values that are no valid
+/// header are left out).
+fn call_metadata(meta: &CallMeta, context: &CallContext) -> HeaderMap {
+    let mut metadata = HeaderMap::with_capacity(8);
+    let mut put = |name: &HeaderName, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            metadata.insert(name.clone(), value);
+        }
+    };
+    put(&X_REQUEST_ID, &meta.request_id);
+    put(&SPAN_CONTEXT, &jaeger::span_context(context));
+    put(&TRACEPARENT, &w3c::traceparent(context));
+    if !context.trace_state.is_empty() {
+        put(&TRACESTATE, &context.trace_state);
+    }
+    metadata
 }
 
 /// Maps a gRPC status to the contract's outcome.

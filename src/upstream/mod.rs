@@ -5,6 +5,7 @@
 pub mod breaker;
 pub mod broadcast;
 pub mod call;
+pub mod connection;
 pub mod consul;
 pub mod discovery;
 pub mod flip;

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use super::breaker::Breaker;
+use super::connection::Connection;
 
-/// One backend instance and its reusable HTTP/2 channel.
+/// One backend instance and its reusable HTTP/2 connection.
 #[derive(Debug)]
 pub struct Node {
     /// Instance id (the Consul service id, or the address for static upstreams).
@@ -19,7 +20,7 @@ pub struct Node {
     /// `host:port`.
     pub address: String,
     /// Created once per instance; every call to the instance reuses it.
-    pub channel: Channel,
+    pub connection: Connection,
     /// The instance's breaker, kept by id across node-list changes.
     pub breaker: Arc<Breaker>,
 }
@@ -32,16 +33,18 @@ impl Node {
         connect_timeout: Duration,
         breaker: Arc<Breaker>,
     ) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(format!("http://{address}"))?
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+        // The address is checked as an endpoint URI, as before (same error type).
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))?;
+        let authority = endpoint
+            .uri()
+            .authority()
+            .cloned()
+            .unwrap_or_else(|| http::uri::Authority::from_static("localhost"));
+        let connection = Connection::new(address.clone(), authority, connect_timeout);
         Ok(Self {
             id,
             address,
-            channel,
+            connection,
             breaker,
         })
     }

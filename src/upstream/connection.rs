@@ -1,0 +1,388 @@
+//! One instance's HTTP/2 connection and the unary gRPC exchange over it, on `h2`
+//! directly: the request task opens the stream, writes the one message and reads the
+//! reply itself. tonic's `Channel` puts a `tower::Buffer` worker task (and hyper's
+//! per-request tasks) between the caller and the connection; every call then woke
+//! three or four tasks instead of the connection's one.
+//!
+//! The connection is made on first use within the connect timeout, shared by every call
+//! to the instance, kept alive by HTTP/2 pings, and made anew by the next call after it
+//! failed or closed. Statuses come from `grpc-status`/`grpc-message` exactly as tonic
+//! reads them ([`tonic::Status::from_header_map`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use h2::client::SendRequest;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
+use tokio::net::TcpStream;
+use tonic::{Code, Status};
+
+/// Longest reply accepted (tonic's default decoding limit).
+const MAX_REPLY: usize = 4 * 1024 * 1024;
+/// HTTP/2 windows and keep-alive as tonic's channel had them (hyper's defaults plus the
+/// gateway's 30 s ping).
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+static TE: HeaderName = HeaderName::from_static("te");
+static CONTENT_TYPE_GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
+static TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
+static USER_AGENT: HeaderValue =
+    HeaderValue::from_static(concat!("sms-gateway/", env!("CARGO_PKG_VERSION")));
+
+/// Why a call failed.
+#[derive(Debug)]
+pub enum CallError {
+    /// No connection could be made (or the connection was gone before the request was
+    /// written): nothing reached the instance.
+    Connect(String),
+    /// The instance answered with a non-OK status, or the exchange broke after the
+    /// request was handed to the connection.
+    Status(Status),
+}
+
+/// A live connection: the handle to open streams, and whether its task has ended.
+struct Live {
+    send: SendRequest<Bytes>,
+    closed: Arc<AtomicBool>,
+}
+
+/// The HTTP/2 connection of one instance, made lazily and again after a failure.
+pub struct Connection {
+    address: String,
+    authority: Authority,
+    connect_timeout: Duration,
+    live: ArcSwapOption<Live>,
+    /// Held while connecting, so concurrent first calls make one connection.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("address", &self.address)
+            .field("connected", &self.current().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// A connection to `address` (`host:port`, the authority of the calls) that is made
+    /// on first use.
+    pub fn new(address: String, authority: Authority, connect_timeout: Duration) -> Self {
+        Self {
+            address,
+            authority,
+            connect_timeout,
+            live: ArcSwapOption::empty(),
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Sends `message` to `path` and decodes the reply; `timeout` goes to the server as
+    /// `grpc-timeout` (the caller enforces it as well). `metadata` is added as is.
+    pub async fn unary<Req, Rep>(
+        &self,
+        path: &PathAndQuery,
+        message: &Req,
+        metadata: HeaderMap,
+        timeout: Duration,
+    ) -> Result<Rep, CallError>
+    where
+        Req: prost::Message,
+        Rep: prost::Message + Default,
+    {
+        let request = self.request(path, metadata, timeout)?;
+        let body = encode(message);
+        let mut send = self.ready().await?;
+        let (response, mut stream) = send
+            .send_request(request, false)
+            // The connection closed between `ready` and now: nothing was written.
+            .map_err(|err| CallError::Connect(err.to_string()))?;
+        stream
+            .send_data(body, true)
+            .map_err(|err| CallError::Status(h2_status(&err)))?;
+        let response = response
+            .await
+            .map_err(|err| CallError::Status(h2_status(&err)))?;
+        let reply = read_reply(response).await.map_err(CallError::Status)?;
+        Rep::decode(reply).map_err(|err| {
+            CallError::Status(Status::internal(format!("invalid reply message: {err}")))
+        })
+    }
+
+    fn request(
+        &self,
+        path: &PathAndQuery,
+        metadata: HeaderMap,
+        timeout: Duration,
+    ) -> Result<Request<()>, CallError> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path.clone());
+        let uri = Uri::from_parts(parts).map_err(|err| CallError::Connect(err.to_string()))?;
+        let mut request = Request::new(());
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        *headers = metadata;
+        headers.insert(http::header::CONTENT_TYPE, CONTENT_TYPE_GRPC.clone());
+        headers.insert(TE.clone(), TRAILERS.clone());
+        headers.insert(http::header::USER_AGENT, USER_AGENT.clone());
+        headers.insert(GRPC_TIMEOUT.clone(), grpc_timeout(timeout));
+        Ok(request)
+    }
+
+    /// A handle that may open a stream now: the live connection's, else a new one's.
+    async fn ready(&self) -> Result<SendRequest<Bytes>, CallError> {
+        let live = match self.current() {
+            Some(live) => live,
+            None => self.connect().await?,
+        };
+        match live.send.clone().ready().await {
+            Ok(ready) => Ok(ready),
+            Err(err) => {
+                // A connection that closed while idle: one fresh attempt.
+                live.closed.store(true, Ordering::Release);
+                tracing::debug!(address = %self.address, error = %err, "connection closed; reconnecting");
+                let fresh = self.connect().await?;
+                fresh
+                    .send
+                    .clone()
+                    .ready()
+                    .await
+                    .map_err(|err| CallError::Connect(err.to_string()))
+            }
+        }
+    }
+
+    /// The live connection, if it is still running.
+    fn current(&self) -> Option<Arc<Live>> {
+        self.live
+            .load_full()
+            .filter(|live| !live.closed.load(Ordering::Acquire))
+    }
+
+    /// Makes the connection (one at a time; a caller that waited uses the one made).
+    async fn connect(&self) -> Result<Arc<Live>, CallError> {
+        let _one = self.connecting.lock().await;
+        if let Some(live) = self.current() {
+            return Ok(live);
+        }
+        let handshake = async {
+            let tcp = TcpStream::connect(&self.address).await?;
+            // Requests and replies are single small writes: no Nagle delay.
+            tcp.set_nodelay(true)?;
+            h2::client::Builder::new()
+                .initial_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
+                .enable_push(false)
+                .handshake::<_, Bytes>(tcp)
+                .await
+                .map_err(std::io::Error::other)
+        };
+        let (send, connection) = match tokio::time::timeout(self.connect_timeout, handshake).await {
+            Ok(Ok(made)) => made,
+            Ok(Err(err)) => return Err(CallError::Connect(err.to_string())),
+            Err(_) => {
+                return Err(CallError::Connect(format!(
+                    "no connection within {:?}",
+                    self.connect_timeout
+                )));
+            }
+        };
+        let closed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(drive(connection, closed.clone(), self.address.clone()));
+        let live = Arc::new(Live { send, closed });
+        self.live.store(Some(live.clone()));
+        Ok(live)
+    }
+}
+
+/// Runs the connection until it ends or stops answering pings; then marks it closed.
+async fn drive(
+    mut connection: h2::client::Connection<TcpStream, Bytes>,
+    closed: Arc<AtomicBool>,
+    address: String,
+) {
+    let pings = connection.ping_pong();
+    let keep_alive = async move {
+        let Some(mut pings) = pings else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(PING_INTERVAL).await;
+            match tokio::time::timeout(PING_TIMEOUT, pings.ping(h2::Ping::opaque())).await {
+                Ok(Ok(_pong)) => {}
+                Ok(Err(err)) => break err.to_string(),
+                Err(_) => break format!("no ping answer within {PING_TIMEOUT:?}"),
+            }
+        }
+    };
+    let reason = tokio::select! {
+        result = &mut connection => result.err().map(|err| err.to_string()),
+        reason = keep_alive => Some(reason),
+    };
+    closed.store(true, Ordering::Release);
+    if let Some(reason) = reason {
+        tracing::debug!(%address, %reason, "upstream connection ended");
+    }
+}
+
+/// The length-prefixed message (no compression).
+fn encode(message: &impl prost::Message) -> Bytes {
+    let len = message.encoded_len();
+    let mut buffer = BytesMut::with_capacity(5 + len);
+    buffer.put_u8(0);
+    // Requests are bound by the HTTP body limit, far below 4 GiB.
+    buffer.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    // The buffer has exactly the room the message needs.
+    let _fits = message.encode(&mut buffer);
+    buffer.freeze()
+}
+
+/// Reads the reply's one message and its status (trailers, or headers of a
+/// trailers-only answer).
+async fn read_reply(response: http::Response<h2::RecvStream>) -> Result<Bytes, Status> {
+    let (head, mut body) = response.into_parts();
+    if let Some(status) = Status::from_header_map(&head.headers) {
+        return Err(if status.code() == Code::Ok {
+            Status::internal("the reply has no message")
+        } else {
+            status
+        });
+    }
+    if head.status != StatusCode::OK {
+        return Err(http_status(head.status));
+    }
+    let mut first: Option<Bytes> = None;
+    let mut more = BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|err| h2_status(&err))?;
+        let _released = body.flow_control().release_capacity(chunk.len());
+        if first.as_ref().map_or(0, Bytes::len) + more.len() + chunk.len() > MAX_REPLY + 5 {
+            return Err(Status::resource_exhausted("the reply is larger than 4 MiB"));
+        }
+        match &first {
+            None => first = Some(chunk),
+            Some(held) => {
+                if more.is_empty() {
+                    more.extend_from_slice(held);
+                }
+                more.extend_from_slice(&chunk);
+            }
+        }
+    }
+    let trailers = body.trailers().await.map_err(|err| h2_status(&err))?;
+    match trailers.as_ref().and_then(Status::from_header_map) {
+        Some(status) if status.code() == Code::Ok => {}
+        Some(status) => return Err(status),
+        None => return Err(Status::internal("the reply has no grpc-status")),
+    }
+    let data = if more.is_empty() {
+        first.unwrap_or_default()
+    } else {
+        more.freeze()
+    };
+    message_of(data)
+}
+
+/// The message of a length-prefixed frame.
+fn message_of(mut data: Bytes) -> Result<Bytes, Status> {
+    if data.len() < 5 {
+        return Err(Status::internal("the reply has no message"));
+    }
+    if data[0] != 0 {
+        return Err(Status::internal("compressed replies are not accepted"));
+    }
+    data.advance(1);
+    let len = data.get_u32() as usize;
+    if data.len() != len {
+        return Err(Status::internal(format!(
+            "the reply frame says {len} bytes but carries {}",
+            data.len()
+        )));
+    }
+    Ok(data)
+}
+
+/// The gRPC code of an HTTP status without `grpc-status` (gRPC's mapping, as tonic).
+fn http_status(status: StatusCode) -> Status {
+    let code = match status {
+        StatusCode::BAD_REQUEST => Code::Internal,
+        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+        StatusCode::FORBIDDEN => Code::PermissionDenied,
+        StatusCode::NOT_FOUND => Code::Unimplemented,
+        StatusCode::TOO_MANY_REQUESTS
+        | StatusCode::BAD_GATEWAY
+        | StatusCode::SERVICE_UNAVAILABLE
+        | StatusCode::GATEWAY_TIMEOUT => Code::Unavailable,
+        _ => Code::Unknown,
+    };
+    Status::new(code, format!("HTTP status {status} without grpc-status"))
+}
+
+/// An HTTP/2 failure of a call as a status: resets by their reason (gRPC's mapping),
+/// a broken or closing connection as UNAVAILABLE.
+fn h2_status(err: &h2::Error) -> Status {
+    let code = match err.reason() {
+        _ if err.is_io() || err.is_go_away() => Code::Unavailable,
+        Some(h2::Reason::REFUSED_STREAM) => Code::Unavailable,
+        Some(h2::Reason::CANCEL) => Code::Cancelled,
+        Some(h2::Reason::ENHANCE_YOUR_CALM) => Code::ResourceExhausted,
+        Some(h2::Reason::INADEQUATE_SECURITY) => Code::PermissionDenied,
+        Some(_) => Code::Internal,
+        None => Code::Unknown,
+    };
+    Status::new(code, format!("h2: {err}"))
+}
+
+/// `grpc-timeout` in milliseconds (at most 8 digits, as the protocol allows).
+fn grpc_timeout(timeout: Duration) -> HeaderValue {
+    let millis = timeout.as_millis().clamp(1, 99_999_999);
+    HeaderValue::from_str(&format!("{millis}m")).unwrap_or_else(|_| HeaderValue::from_static("1S"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_bad_ones_are_refused() {
+        let message = "hello".to_owned();
+        let frame = encode(&message);
+        assert_eq!(&frame[..5], &[0, 0, 0, 0, 7]);
+        let body = message_of(frame).expect("frame");
+        assert_eq!(
+            <String as prost::Message>::decode(body).expect("decode"),
+            "hello"
+        );
+        for bad in [&b""[..], &[0, 0, 0], &[1, 0, 0, 0, 0], &[0, 0, 0, 0, 9, 1]] {
+            let status = message_of(Bytes::copy_from_slice(bad)).expect_err("bad");
+            assert_eq!(status.code(), Code::Internal);
+        }
+    }
+
+    #[test]
+    fn timeouts_and_statuses_follow_the_protocol() {
+        assert_eq!(grpc_timeout(Duration::from_secs(3)), "3000m");
+        assert_eq!(grpc_timeout(Duration::ZERO), "1m");
+        assert_eq!(grpc_timeout(Duration::from_secs(10_000_000)), "99999999m");
+        assert_eq!(
+            http_status(StatusCode::SERVICE_UNAVAILABLE).code(),
+            Code::Unavailable
+        );
+        assert_eq!(
+            http_status(StatusCode::NOT_FOUND).code(),
+            Code::Unimplemented
+        );
+    }
+}
