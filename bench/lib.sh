@@ -159,6 +159,11 @@ write_config() {
       cache-on) text=$FRAG_CACHE_ON ;;
       redis) text=$(frag_redis) ;;
       admin) text=$(frag_admin) ;;
+      # Traces on at ratio BENCH_TRACING, exported to a port where nothing listens:
+      # the cost of the request path (spans, the outcome decision), not of the export.
+      tracing) [ -n "${BENCH_TRACING:-}" ] || continue
+        text=$(printf '[telemetry]\notlp_endpoint = "http://127.0.0.1:%s"\nsampling_ratio = %s\n' \
+          "$(free_base 1)" "$BENCH_TRACING") ;;
       workers) [ -n "${BENCH_WORKERS:-}" ] || continue
         if [ "$BENCH_WORKERS" = current ]; then
           text=$'[runtime]\nflavor = "current_thread"\n'
@@ -243,6 +248,18 @@ start_redis() {
 
 READ_PATH=/v1/outings/uuid/outing-000000000002 # reference::outing::APPROVED_OUTING
 STUDENT=student-000000000001                   # reference::seed::STUDENT_UUID
+
+# Runs wrk for $1 seconds at $2 req/s (0: as fast as it can) against URL $4, requests of
+# kind $KIND with $TOKEN, writes starting at Unix time $3; prints its WRK row without the
+# tag.
+WRK_THREADS=${WRK_THREADS:-2}
+CONNECTIONS=${BENCH_CONNECTIONS:-32}
+run_wrk() {
+  local seconds=$1 rate=$2 base=$3 url=$4
+  BENCH_KIND=$KIND BENCH_TOKEN=$TOKEN BENCH_RATE=$rate BENCH_THREADS=$WRK_THREADS BENCH_WRITE_BASE=$base \
+    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${seconds}s" --timeout 5s \
+    -s "$ROOT/bench/wrk.lua" "$url" | awk -F'\t' '$1 == "WRK" { $1 = ""; sub(/^\t/, ""); print }' OFS='\t'
+}
 
 # Sends $1 sequential requests of the uncached read over one kept-alive connection (curl
 # with a config file); prints how many answered 200.

@@ -114,14 +114,6 @@ probe() {
     "$WORK/probe.headers" | tail -1 | grep . || echo -)"
 }
 
-# Runs wrk; prints its WRK row without the tag.
-run_wrk() {
-  local seconds=$1 rate=$2 base=$3 url=$4
-  BENCH_KIND=$KIND BENCH_TOKEN=$TOKEN BENCH_RATE=$rate BENCH_THREADS=$WRK_THREADS BENCH_WRITE_BASE=$base \
-    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${seconds}s" --timeout 5s \
-    -s "$ROOT/bench/wrk.lua" "$url" | awk -F'\t' '$1 == "WRK" { $1 = ""; sub(/^\t/, ""); print }' OFS='\t'
-}
-
 HEADER="round	scenario	mode	target_rps	state	requests	seconds	rps	p50_us	p90_us	p99_us	max_us	socket_errors	non_2xx	gw_cpu_us_per_req	gw_user_us_per_req	gw_sys_us_per_req	gw_rss_kb	svc_cpu_us_per_req	note"
 echo "$HEADER" >"$RUNS"
 row() { local IFS=$'\t'; echo "$*" >>"$RUNS"; }
@@ -320,6 +312,7 @@ TOTAL_SECONDS=$(elapsed_since "$STARTED")
   echo '```sh'
   echo "bench/run.sh        # everything below, then this report"
   echo "bench/profile.sh    # separately: perf profile of the uncached read (bench/results/profile.md)"
+  echo "bench/levers.sh before=9327a6a now=HEAD   # separately: before/after per change (bench/results/levers.md)"
   echo "bench/hot_path.sh   # cargo bench --bench hot_path: micro-benchmarks (bench/results/hot_path.md)"
   echo
   echo "# one gateway run (ports are free ones picked at run time)"
@@ -335,6 +328,10 @@ TOTAL_SECONDS=$(elapsed_since "$STARTED")
   if [ -f "$RESULTS/hot_path.md" ]; then
     echo
     cat "$RESULTS/hot_path.md"
+  fi
+  if [ -f "$RESULTS/levers.md" ]; then
+    echo
+    cat "$RESULTS/levers.md"
   fi
   if [ -f "$RESULTS/profile.md" ]; then
     echo

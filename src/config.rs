@@ -437,10 +437,23 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Worker threads; default: one per CPU the process may use. One worker wakes
-    /// fewer threads per request (less CPU per request at moderate load), more workers
-    /// reach a higher peak: see README "Benchmarks".
+    /// `multi_thread` (default) or `current_thread`: every task on the thread that
+    /// runs the gateway, no wake-ups across threads (one CPU's worth of peak).
+    #[serde(default)]
+    pub flavor: RuntimeFlavor,
+    /// Worker threads of `multi_thread`; default: one per CPU the process may use. One
+    /// worker wakes fewer threads per request (less CPU per request at moderate load),
+    /// more workers reach a higher peak: see README "Benchmarks".
     pub worker_threads: Option<NonZeroUsize>,
+}
+
+/// Tokio's scheduler flavours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeFlavor {
+    #[default]
+    MultiThread,
+    CurrentThread,
 }
 
 /// Log line format.
@@ -655,6 +668,14 @@ impl Config {
                 return Err(invalid("jwt.secret", "must be at least 32 bytes"));
             }
             _ => {}
+        }
+        if self.runtime.flavor == RuntimeFlavor::CurrentThread
+            && self.runtime.worker_threads.is_some()
+        {
+            return Err(invalid(
+                "runtime.worker_threads",
+                "applies to runtime.flavor = \"multi_thread\" only",
+            ));
         }
         if self.http.body_limit == 0 {
             return Err(invalid("http.body_limit", "must be greater than 0"));
@@ -1260,5 +1281,24 @@ serve_stale = true
             let err = load(extra).expect_err(key).to_string();
             assert!(err.contains(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn the_runtime_flavour_is_chosen_and_checked() {
+        assert_eq!(
+            load("").expect("valid").runtime.flavor,
+            RuntimeFlavor::MultiThread
+        );
+        let current = load("[runtime]\nflavor = \"current_thread\"\n").expect("valid");
+        assert_eq!(current.runtime.flavor, RuntimeFlavor::CurrentThread);
+        let workers = load("[runtime]\nworker_threads = 1\n").expect("valid");
+        assert_eq!(
+            workers.runtime.worker_threads.map(NonZeroUsize::get),
+            Some(1)
+        );
+        let err = load("[runtime]\nflavor = \"current_thread\"\nworker_threads = 2\n")
+            .expect_err("both")
+            .to_string();
+        assert!(err.contains("runtime.worker_threads"), "{err}");
     }
 }

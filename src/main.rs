@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use humantime_serde::re::humantime;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use sms_gateway::app;
-use sms_gateway::config::{Config, LogConfig, LogFormat, ProcessEnv, RuntimeConfig};
+use sms_gateway::config::{Config, LogConfig, LogFormat, ProcessEnv, RuntimeConfig, RuntimeFlavor};
 use sms_gateway::http::server::ServerSettings;
 use sms_gateway::reference::{self, Options, Shared, registration};
 use sms_gateway::telemetry;
@@ -115,7 +115,11 @@ fn main() -> Result<()> {
         }
         command => (Run::Other(command), RuntimeConfig::default()),
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let mut builder = match runtime_config.flavor {
+        RuntimeFlavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+        RuntimeFlavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+    };
+    // Config::validate refuses worker_threads with current_thread.
     if let Some(workers) = runtime_config.worker_threads {
         builder.worker_threads(workers.get());
     }

@@ -137,8 +137,10 @@ impl<A: Adapter> Handler for Typed<A> {
                 caller: call.caller(),
             };
             // Nothing of the call is built before the cache stage asks for it: a hit
-            // costs no request message.
-            let upstream = async {
+            // costs no request message. Boxed: as a plain future it was held (and
+            // copied) at every level of the cache stage, which made this request future
+            // 41 KB instead of 6 KB.
+            let upstream = Box::pin(async {
                 let outcome = async {
                     // 5. overload shedding (503): a bounded number of calls per service
                     // in flight, held until the reply is mapped; a cache hit takes none.
@@ -158,7 +160,7 @@ impl<A: Adapter> Handler for Typed<A> {
                     state.guard.login().settle(attempt, how).await;
                 }
                 outcome
-            };
+            });
             Ok(through_cache(state, endpoint, &values, upstream).await)
         })
     }

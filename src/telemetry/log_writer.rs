@@ -62,28 +62,49 @@ pub fn non_blocking<W: Write + Send + 'static>(
     ))
 }
 
-/// The writer thread: waits for a line, takes whatever else is queued, one write.
+/// How long the writer thread lets lines gather after the first one before writing.
+/// At a moderate rate a thread woken per line cost a futex wake-up, a context switch
+/// and a `write` for every request; this way it is one of each per window, while a
+/// queue of `capacity` lines absorbs the window at any realistic rate.
+const GATHER: Duration = Duration::from_millis(10);
+/// Bytes written at most per `write`.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// The writer thread: sleeps until a line comes (no wake-ups while idle), lets the
+/// others of the next [`GATHER`] join it, and writes them with one call.
 fn write_lines<W: Write>(mut out: W, lines: &Receiver<Message>) {
-    let mut batch = Vec::with_capacity(64 * 1024);
+    let mut batch = Vec::with_capacity(BATCH_BYTES);
     let mut answers = Vec::new();
     while let Ok(first) = lines.recv() {
+        // A flush (at exit) is answered without waiting for more lines.
+        if matches!(first, Message::Line(_)) {
+            std::thread::sleep(GATHER);
+        }
         let mut next = Some(first);
         while let Some(message) = next {
             match message {
                 Message::Line(line) => batch.extend_from_slice(&line),
                 Message::Flush(answer) => answers.push(answer),
             }
-            next = (batch.len() < 64 * 1024)
-                .then(|| lines.try_recv().ok())
-                .flatten();
+            if batch.len() >= BATCH_BYTES {
+                write_batch(&mut out, &mut batch);
+            }
+            next = lines.try_recv().ok();
         }
-        // A failing stdout loses these lines; there is nowhere to report it.
-        let _lost = out.write_all(&batch).and_then(|()| out.flush());
-        batch.clear();
+        write_batch(&mut out, &mut batch);
         for answer in answers.drain(..) {
             let _gone = answer.send(());
         }
     }
+}
+
+fn write_batch<W: Write>(out: &mut W, batch: &mut Vec<u8>) {
+    if batch.is_empty() {
+        return;
+    }
+    // A failing stdout loses these lines; there is nowhere to report it.
+    let _lost = out.write_all(batch).and_then(|()| out.flush());
+    batch.clear();
 }
 
 impl Drop for FlushGuard {

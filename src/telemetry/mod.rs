@@ -6,6 +6,7 @@
 //! nothing fails. An unreachable endpoint only drops spans (export runs in the
 //! background with a timeout), never a request.
 
+pub mod json_line;
 pub mod log_writer;
 pub mod metrics;
 pub mod propagation;
@@ -271,10 +272,7 @@ where
     let fmt = match log.format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .with_writer(writer)
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
+            .event_format(json_line::JsonLines)
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
     }

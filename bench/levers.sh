@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Before/after figures per change: builds the gateway as it was at each given commit
+# (release, from `git archive`, one shared target dir so the dependencies compile once),
+# then measures every build on the uncached read (GET /v1/outings/uuid/{id}, response
+# cache off, guard on, logs at info) against the same reference services (this
+# checkout's release build):
+#   - user-space instructions and allocator calls per request (callgrind: exact, whatever
+#     else the machine is doing);
+#   - gateway CPU per request at the moderate rate (wrk paced at BENCH_RATE) and at full
+#     load, median of LEVERS_ROUNDS rounds.
+#
+#   bench/levers.sh LABEL=COMMIT[,workers=N|current][,tracing=RATIO] ...
+#   e.g. bench/levers.sh before=9327a6a now=HEAD now-1-worker=HEAD,workers=1 \
+#          traced=HEAD,tracing=0.01
+#
+# Writes bench/results/levers.tsv and bench/results/levers.md (bench/run.sh splices the
+# latter into BENCHMARKS.md). Knobs: LEVERS_ROUNDS=3, LEVERS_REQUESTS=300,
+# BENCH_RATE=2000, BENCH_DURATION=3, BENCH_WARMUP=1, LEVERS_CACHE=target/levers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+[ $# -gt 0 ] || { sed -n '2,18p' "$0" >&2; exit 2; }
+
+ROUNDS=${LEVERS_ROUNDS:-3}
+REQUESTS=${LEVERS_REQUESTS:-300}
+RATE=${BENCH_RATE:-2000}
+DURATION=${BENCH_DURATION:-3}
+WARMUP=${BENCH_WARMUP:-1}
+CACHE=${LEVERS_CACHE:-$ROOT/target/levers}
+RESULTS=$ROOT/bench/results
+mkdir -p "$RESULTS" "$CACHE/bin"
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+ensure_wrk
+command -v valgrind >/dev/null 2>&1 || apt_install valgrind
+
+log "building this checkout (the reference services of every run)"
+cargo build --release --locked --bin sms-gateway
+SVC_BIN=$BIN
+HEAD_BIN=$BIN
+
+# The release binary of commit $1, built once and kept in $CACHE/bin.
+binary_of() {
+  local sha out src
+  sha=$(git rev-parse --short=12 "$1^{commit}")
+  out=$CACHE/bin/$sha
+  if [ ! -x "$out" ]; then
+    src=$CACHE/src-$sha
+    rm -rf "$src"
+    mkdir -p "$src"
+    git archive "$sha" | tar -x -C "$src"
+    # Seeded from this checkout's build: only what differs is compiled again.
+    if [ ! -d "$CACHE/target/release" ] && [ -d "$TARGET_DIR/release" ]; then
+      mkdir -p "$CACHE/target"
+      cp -a "$TARGET_DIR/release" "$CACHE/target/"
+    fi
+    log "building $sha"
+    (cd "$src" && CARGO_TARGET_DIR=$CACHE/target cargo build --release --locked --bin sms-gateway >&2)
+    cp "$CACHE/target/release/sms-gateway" "$out"
+    rm -rf "$src"
+  fi
+  echo "$out"
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "-" }'; }
+
+# Gateway CPU µs per request of one wrk run at rate $1 (0: full load).
+cpu_run() {
+  local rate=$1 cfg g0 g1 out requests
+  start_services
+  GW_PORT=$(free_base 1)
+  cfg=$WORK/levers.toml
+  write_config "$cfg" "$GW_PORT" "$SVC_BASE" guard cache-off admin workers tracing >/dev/null
+  start_gateway "$cfg"
+  TOKEN=$("$BIN" token --uuid "$STUDENT" --config "$cfg")
+  KIND=get
+  local url="http://127.0.0.1:$GW_PORT$READ_PATH"
+  run_wrk "$WARMUP" "$rate" 0 "$url" >/dev/null
+  read -r -a g0 < <(cpu_ticks "$GW_PID")
+  out=$(run_wrk "$DURATION" "$rate" 0 "$url")
+  read -r -a g1 < <(cpu_ticks "$GW_PID")
+  stop_gateway
+  stop_services
+  requests=$(cut -f1 <<<"$out")
+  awk -v t=$((g1[0] + g1[1] - g0[0] - g0[1])) -v n="$requests" -v hz="$CLK_TCK" \
+    'BEGIN { if (n > 0) printf "%.1f\n", t * 1e6 / hz / n; else print "-" }'
+}
+
+# Instructions, allocations and reallocations per request under callgrind.
+callgrind_run() {
+  local cfg counts
+  start_services
+  GW_PORT=$(free_base 1)
+  cfg=$WORK/levers-cg.toml
+  write_config "$cfg" "$GW_PORT" "$SVC_BASE" guard cache-off admin workers tracing >/dev/null
+  rm -f "$WORK/cg.out"
+  # shellcheck disable=SC2046
+  start_gateway "$cfg" $(callgrind_command "$WORK/cg.out")
+  TOKEN=$("$BIN" token --uuid "$STUDENT" --config "$cfg")
+  counts=$(callgrind_measure get "$READ_PATH" "$REQUESTS" "$TOKEN" 50 "$WORK/cg.out")
+  stop_services
+  cut -d' ' -f2- <<<"$counts"
+}
+
+TSV=$RESULTS/levers.tsv
+echo "label	commit	options	instructions_per_req	allocations_per_req	reallocations_per_req	rate_cpu_us_per_req	max_cpu_us_per_req	subject" >"$TSV"
+for spec in "$@"; do
+  label=${spec%%=*}
+  rest=${spec#*=}
+  commit=${rest%%,*}
+  workers="" tracing=""
+  IFS=, read -r -a options <<<"${rest#"$commit"}"
+  for option in "${options[@]}"; do
+    case $option in
+      workers=*) workers=${option#workers=} ;;
+      tracing=*) tracing=${option#tracing=} ;;
+      "") ;;
+      *) echo "unknown option $option in $spec" >&2; exit 2 ;;
+    esac
+  done
+  BIN=$(binary_of "$commit")
+  export BENCH_WORKERS=$workers BENCH_TRACING=$tracing
+  read -r instr allocs reallocs < <(callgrind_run)
+  rate_runs=() max_runs=()
+  for _ in $(seq "$ROUNDS"); do
+    rate_runs+=("$(cpu_run "$RATE")")
+    max_runs+=("$(cpu_run 0)")
+  done
+  rate_cpu=$(printf '%s\n' "${rate_runs[@]}" | median)
+  max_cpu=$(printf '%s\n' "${max_runs[@]}" | median)
+  subject=$(git log -1 --format=%s "$commit" | cut -c1-90)
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$(git rev-parse --short "$commit")" \
+    "workers ${workers:-per CPU}${tracing:+, traces at $tracing}" "$instr" "$allocs" "$reallocs" "$rate_cpu" "$max_cpu" "$subject" >>"$TSV"
+  log "$label ($commit): $instr instructions, $allocs allocations per request; $rate_cpu µs at $RATE req/s (${rate_runs[*]}), $max_cpu µs at full load (${max_runs[*]})"
+done
+BIN=$HEAD_BIN
+
+{
+  echo "## Before and after, change by change (\`bench/levers.sh\`)"
+  echo
+  echo "Generated on $(date -u '+%Y-%m-%d %H:%M UTC') by \`bench/levers.sh $*\`: each build"
+  echo "measured on the uncached read, logs at info, against the same reference services."
+  echo "Instructions and allocations: callgrind, user space, $REQUESTS sequential requests on one"
+  echo "connection after 50 unrecorded. CPU: \`/proc\` utime + stime of the gateway over"
+  echo "$DURATION s, median of $ROUNDS rounds, at $RATE req/s and at full load (wrk, 32 connections)."
+  echo
+  echo "| build | commit | options | instructions/req | allocations/req | µs/req at $RATE req/s | µs/req at full load |"
+  echo "|---|---|---|---|---|---|---|"
+  awk -F'\t' 'NR > 1 { printf "| %s | %s %s | %s | %s | %s | %s | %s |\n", $1, $2, $9, $3, $4, $5, $7, $8 }' "$TSV"
+} >"$RESULTS/levers.md"
+log "wrote bench/results/levers.tsv and bench/results/levers.md"
