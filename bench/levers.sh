@@ -48,7 +48,8 @@ binary_of() {
     src=$CACHE/src-$sha
     rm -rf "$src"
     mkdir -p "$src"
-    git archive "$sha" | tar -x -C "$src"
+    # -m: files dated now, so cargo never takes them for the previous build's.
+    git archive "$sha" | tar -x -m -C "$src"
     # Seeded from this checkout's build: only what differs is compiled again.
     if [ ! -d "$CACHE/target/release" ] && [ -d "$TARGET_DIR/release" ]; then
       mkdir -p "$CACHE/target"

@@ -1,7 +1,8 @@
 //! The edge under hostile clients (issue 12): slow and stalled requests are cut at their
 //! timeouts, idle HTTP/1.1 and HTTP/2 connections are closed, connection caps keep one
 //! IP from starving the others (also with a low descriptor limit), oversized heads get
-//! 431, and invented methods do not grow `/metrics`.
+//! 431, invented methods do not grow `/metrics`, and a shutdown drains the requests in
+//! flight.
 //!
 //! Timeouts are configured short (about a second); the assertions only wait for the
 //! gateway to act, with generous upper bounds, never for a fixed time.
@@ -12,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use sms_gateway::reference::Options;
 use support::Gateway;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -426,4 +428,45 @@ fn a_low_descriptor_limit_still_serves_others() {
     let _ignored = child.kill();
     let _ignored = child.wait();
     outcome.expect("the gateway kept serving");
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_request_in_flight_finish_and_takes_no_new_connection() {
+    // Every backend call takes 300 ms: the read is still at the backend when the
+    // shutdown starts.
+    let options = Options {
+        delay: Duration::from_millis(300),
+    };
+    let mut gw = Gateway::start_with(options, |_| {}).await;
+    let request = gw
+        .client
+        .get(gw.url("/v1/outings/uuid/outing-000000000002"))
+        .bearer_auth(gw.token("student-000000000001"));
+    let in_flight = tokio::spawn(request.send());
+    let started = Instant::now();
+    while !metrics_text(&gw)
+        .lines()
+        .any(|line| line == "sms_gateway_requests_in_flight{service=\"outing\"} 1")
+    {
+        assert!(started.elapsed() < PATIENCE, "the read never reached the backend");
+        tokio::task::yield_now().await;
+    }
+    let served = gw.begin_shutdown();
+    let response = tokio::time::timeout(PATIENCE, in_flight)
+        .await
+        .expect("answered within the grace period")
+        .expect("task")
+        .expect("the request in flight is answered, not cut");
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["outing_uuid"], "outing-000000000002");
+    tokio::time::timeout(PATIENCE, served)
+        .await
+        .expect("the listener task ends once drained")
+        .expect("task")
+        .expect("served");
+    assert!(
+        TcpStream::connect(gw.address).await.is_err(),
+        "the listener is closed after the shutdown"
+    );
 }

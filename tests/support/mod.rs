@@ -39,6 +39,8 @@ pub struct Gateway {
     pub services: Vec<reference::Running>,
     keys: JwtKeys,
     stop: Option<oneshot::Sender<()>>,
+    /// The public listener's task: ends when a shutdown has drained every connection.
+    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// The built gateway (state, background tasks).
     pub gateway: app::Gateway,
 }
@@ -116,7 +118,7 @@ impl Gateway {
         let admin_base = format!("http://{}", admin.local_addr().expect("admin addr"));
         let admin_task = tokio::spawn(sms_gateway::admin::serve(admin, gateway.state.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(app::serve_with(
+        let served = tokio::spawn(app::serve_with(
             listener,
             router,
             async move {
@@ -141,8 +143,19 @@ impl Gateway {
             services: Vec::new(),
             keys,
             stop: Some(stop),
+            served: Some(served),
             gateway,
         }
+    }
+
+    /// Starts a graceful shutdown of the public listener (reference services and the
+    /// admin listener keep running) and returns its task, which ends once every
+    /// connection has been drained.
+    pub fn begin_shutdown(&mut self) -> tokio::task::JoinHandle<std::io::Result<()>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.served.take().expect("shut down once")
     }
 
     /// `base` + `path`.
