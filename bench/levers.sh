@@ -103,8 +103,9 @@ callgrind_run() {
   cut -d' ' -f2- <<<"$counts"
 }
 
-TSV=$RESULTS/levers.tsv
-echo "label	commit	options	instructions_per_req	allocations_per_req	reallocations_per_req	rate_cpu_us_per_req	max_cpu_us_per_req	subject" >"$TSV"
+# Each spec: its label, binary, options; callgrind first (exact), then the wall-clock
+# rounds interleaved across builds, so a drift of the machine's load hits them alike.
+labels=() bins=() workers_of=() tracing_of=() commits=() counts=()
 for spec in "$@"; do
   label=${spec%%=*}
   rest=${spec#*=}
@@ -119,20 +120,38 @@ for spec in "$@"; do
       *) echo "unknown option $option in $spec" >&2; exit 2 ;;
     esac
   done
-  BIN=$(binary_of "$commit")
-  export BENCH_WORKERS=$workers BENCH_TRACING=$tracing
-  read -r instr allocs reallocs < <(callgrind_run)
-  rate_runs=() max_runs=()
-  for _ in $(seq "$ROUNDS"); do
-    rate_runs+=("$(cpu_run "$RATE")")
-    max_runs+=("$(cpu_run 0)")
+  labels+=("$label") commits+=("$commit") workers_of+=("$workers") tracing_of+=("$tracing")
+  bins+=("$(binary_of "$commit")")
+done
+for i in "${!labels[@]}"; do
+  BIN=${bins[$i]}
+  export BENCH_WORKERS=${workers_of[$i]} BENCH_TRACING=${tracing_of[$i]}
+  counts+=("$(callgrind_run)")
+  log "${labels[$i]}: ${counts[$i]} (instructions, allocations, reallocations per request)"
+done
+declare -A rate_runs=() max_runs=()
+for round in $(seq "$ROUNDS"); do
+  for i in "${!labels[@]}"; do
+    BIN=${bins[$i]}
+    export BENCH_WORKERS=${workers_of[$i]} BENCH_TRACING=${tracing_of[$i]}
+    rate_runs[$i]+="$(cpu_run "$RATE") "
+    max_runs[$i]+="$(cpu_run 0) "
   done
-  rate_cpu=$(printf '%s\n' "${rate_runs[@]}" | median)
-  max_cpu=$(printf '%s\n' "${max_runs[@]}" | median)
+  log "round $round done"
+done
+
+TSV=$RESULTS/levers.tsv
+echo "label	commit	options	instructions_per_req	allocations_per_req	reallocations_per_req	rate_cpu_us_per_req	max_cpu_us_per_req	subject	rate_runs	max_runs" >"$TSV"
+for i in "${!labels[@]}"; do
+  read -r instr allocs reallocs <<<"${counts[$i]}"
+  rate_cpu=$(tr ' ' '\n' <<<"${rate_runs[$i]}" | grep . | median)
+  max_cpu=$(tr ' ' '\n' <<<"${max_runs[$i]}" | grep . | median)
+  commit=${commits[$i]} workers=${workers_of[$i]} tracing=${tracing_of[$i]}
   subject=$(git log -1 --format=%s "$commit" | cut -c1-90)
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$(git rev-parse --short "$commit")" \
-    "workers ${workers:-per CPU}${tracing:+, traces at $tracing}" "$instr" "$allocs" "$reallocs" "$rate_cpu" "$max_cpu" "$subject" >>"$TSV"
-  log "$label ($commit): $instr instructions, $allocs allocations per request; $rate_cpu µs at $RATE req/s (${rate_runs[*]}), $max_cpu µs at full load (${max_runs[*]})"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${labels[$i]}" "$(git rev-parse --short "$commit")" \
+    "workers ${workers:-per CPU}${tracing:+, traces at $tracing}" "$instr" "$allocs" "$reallocs" \
+    "$rate_cpu" "$max_cpu" "$subject" "${rate_runs[$i]% }" "${max_runs[$i]% }" >>"$TSV"
+  log "${labels[$i]}: $rate_cpu µs at $RATE req/s (${rate_runs[$i]}), $max_cpu µs at full load (${max_runs[$i]})"
 done
 BIN=$HEAD_BIN
 
@@ -143,10 +162,11 @@ BIN=$HEAD_BIN
   echo "measured on the uncached read, logs at info, against the same reference services."
   echo "Instructions and allocations: callgrind, user space, $REQUESTS sequential requests on one"
   echo "connection after 50 unrecorded. CPU: \`/proc\` utime + stime of the gateway over"
-  echo "$DURATION s, median of $ROUNDS rounds, at $RATE req/s and at full load (wrk, 32 connections)."
+  echo "$DURATION s, median of $ROUNDS rounds (every build once per round, in turn), at $RATE req/s and"
+  echo "at full load (wrk, 32 connections); the single runs in brackets."
   echo
   echo "| build | commit | options | instructions/req | allocations/req | µs/req at $RATE req/s | µs/req at full load |"
   echo "|---|---|---|---|---|---|---|"
-  awk -F'\t' 'NR > 1 { printf "| %s | %s %s | %s | %s | %s | %s | %s |\n", $1, $2, $9, $3, $4, $5, $7, $8 }' "$TSV"
+  awk -F'\t' 'NR > 1 { printf "| %s | %s %s | %s | %s | %s | %s [%s] | %s [%s] |\n", $1, $2, $9, $3, $4, $5, $7, $10, $8, $11 }' "$TSV"
 } >"$RESULTS/levers.md"
 log "wrote bench/results/levers.tsv and bench/results/levers.md"
