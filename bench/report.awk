@@ -25,7 +25,7 @@ function spread(list, fmt, scale,    a, n) {
 }
 # "median [min–max]" of one metric, scaled and formatted; "–" when not measured.
 function cell(key, metric, fmt, scale) {
-  if (values[key, metric] == "") return "–"
+  if (!((key, metric) in measured)) return "–"
   return sprintf(fmt, median(values[key, metric]) * scale) spread(values[key, metric], fmt, scale)
 }
 function floor_of(scenario) {
@@ -54,7 +54,10 @@ $col["state"] == "ok" {
   split("rps p50_us p90_us p99_us gw_cpu_us_per_req gw_user_us_per_req gw_sys_us_per_req gw_rss_kb svc_cpu_us_per_req", metrics, " ")
   for (m in metrics) {
     v = $col[metrics[m]]
-    if (v != "-" && v != "") values[key, metrics[m]] = values[key, metrics[m]] " " v
+    if (v != "-" && v != "") {
+      values[key, metrics[m]] = values[key, metrics[m]] " " v
+      measured[key, metrics[m]] = 1
+    }
   }
   requests[key] += $col["requests"]
   non2xx[key] += $col["non_2xx"] + $col["socket_errors"]
@@ -76,7 +79,7 @@ END {
       ratio_p99 = sprintf("%.2f×", median(values[key, "p99_us"]) / median(values[fkey, "p99_us"]))
     }
     gw = median(values[key, "gw_cpu_us_per_req"]); svc = median(values[key, "svc_cpu_us_per_req"])
-    if (values[key, "gw_cpu_us_per_req"] != "" && svc > 0) ratio_svc = sprintf("%.2f×", gw / svc)
+    if ((key, "gw_cpu_us_per_req") in measured && svc > 0) ratio_svc = sprintf("%.2f×", gw / svc)
     ratio[key] = svc > 0 ? gw / svc : ""
     p99_ratio[key] = (floor_of(scenario) != "" && values[fkey, "p99_us"] != "") ? median(values[key, "p99_us"]) / median(values[fkey, "p99_us"]) : ""
     bad = non2xx[key] ? sprintf("%.1f%%", 100 * non2xx[key] / requests[key]) : "0"
@@ -98,7 +101,7 @@ END {
   for (i = 1; i <= count; i++) {
     key = order[i]
     split(key, part, SUBSEP)
-    if (part[1] != "read" || values[key, "gw_cpu_us_per_req"] == "") continue
+    if (part[1] != "read" || !((key, "gw_cpu_us_per_req") in measured)) continue
     cpu = median(values[key, "gw_cpu_us_per_req"])
     if (part[2] == "max") {
       printf "- at saturation: gateway CPU %.1f µs per request (≤ 40 µs wanted: half of structured-proxy's 79 µs on the machine of the issue; 40.8 µs here before); %s the reference services' own CPU per request (≤ 1.3× wanted; 2.1× before); p99 %s the floor's (≤ 2× wanted)\n",

@@ -33,6 +33,17 @@ async fn connect_from(from: IpAddr, to: SocketAddr) -> TcpStream {
 }
 
 /// Everything the server sends until it closes, or panics after [`PATIENCE`].
+/// One `GET /ping` on a kept-alive HTTP/1.1 connection, answered 200.
+async fn ping_on(stream: &mut TcpStream) {
+    stream
+        .write_all(b"GET /ping HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf).await.expect("response");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+}
+
 async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
@@ -186,13 +197,7 @@ async fn an_idle_keep_alive_connection_is_closed() {
     })
     .await;
     let mut stream = connect_from(ip("127.0.0.1"), gw.address).await;
-    stream
-        .write_all(b"GET /ping HTTP/1.1\r\nHost: gateway\r\n\r\n")
-        .await
-        .expect("write");
-    let mut buf = [0u8; 1024];
-    let n = stream.read(&mut buf).await.expect("response");
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    ping_on(&mut stream).await;
     let started = Instant::now();
     // Kept alive, then closed without a further byte.
     let rest = read_until_closed(&mut stream).await;
@@ -240,13 +245,7 @@ async fn a_client_at_its_ip_cap_does_not_stop_another_ip() {
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut stream = connect_from(greedy, gw.address).await;
-        stream
-            .write_all(b"GET /ping HTTP/1.1\r\nHost: gateway\r\n\r\n")
-            .await
-            .expect("write");
-        let mut buf = [0u8; 1024];
-        let n = stream.read(&mut buf).await.expect("response");
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        ping_on(&mut stream).await;
         held.push(stream);
     }
     // The fifth is refused at once: a 503 envelope (or a reset), then closed.
@@ -268,13 +267,7 @@ async fn a_client_at_its_ip_cap_does_not_stop_another_ip() {
     let (status, _) = gw.send(client.get(gw.url("/ping"))).await;
     assert_eq!(status, 200);
     for stream in &mut held {
-        stream
-            .write_all(b"GET /ping HTTP/1.1\r\nHost: gateway\r\n\r\n")
-            .await
-            .expect("write");
-        let mut buf = [0u8; 1024];
-        let n = stream.read(&mut buf).await.expect("response");
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        ping_on(stream).await;
     }
     let text = metrics_text(&gw);
     assert!(
@@ -448,7 +441,10 @@ async fn shutdown_lets_a_request_in_flight_finish_and_takes_no_new_connection() 
         .lines()
         .any(|line| line == "sms_gateway_requests_in_flight{service=\"outing\"} 1")
     {
-        assert!(started.elapsed() < PATIENCE, "the read never reached the backend");
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the read never reached the backend"
+        );
         tokio::task::yield_now().await;
     }
     let served = gw.begin_shutdown();

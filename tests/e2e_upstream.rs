@@ -18,6 +18,19 @@ use tokio::net::TcpListener;
 
 const STUDENT: &str = seed::STUDENT_UUID;
 
+/// Each running service's address, with `extra` as a second auth instance.
+fn with_second_auth(
+    services: &[reference::Running],
+    extra: String,
+) -> BTreeMap<Service, Vec<String>> {
+    let mut addresses: BTreeMap<Service, Vec<String>> = services
+        .iter()
+        .map(|r| (r.service, vec![r.address.to_string()]))
+        .collect();
+    addresses.get_mut(&Service::Auth).expect("auth").push(extra);
+    addresses
+}
+
 fn own_info() -> String {
     format!("/v1/students/uuid/{STUDENT}")
 }
@@ -196,14 +209,7 @@ async fn killing_an_instance_with_reads_in_flight_gives_no_client_error() {
     )
     .expect("doomed auth");
     let proxy = Proxy::start(doomed.address).await;
-    let mut addresses: BTreeMap<Service, Vec<String>> = services
-        .iter()
-        .map(|r| (r.service, vec![r.address.to_string()]))
-        .collect();
-    addresses
-        .get_mut(&Service::Auth)
-        .expect("auth")
-        .push(proxy.address().to_string());
+    let addresses = with_second_auth(&services, proxy.address().to_string());
     // No cache: every read goes to an instance.
     let gw = Arc::new(Gateway::start_for(&addresses, |config| config.cache.enabled = false).await);
 
@@ -277,14 +283,7 @@ async fn a_hanging_instance_costs_reads_one_try_not_the_deadline() {
         },
     )
     .expect("hanging auth");
-    let mut addresses: BTreeMap<Service, Vec<String>> = services
-        .iter()
-        .map(|r| (r.service, vec![r.address.to_string()]))
-        .collect();
-    addresses
-        .get_mut(&Service::Auth)
-        .expect("auth")
-        .push(hanging.address.to_string());
+    let addresses = with_second_auth(&services, hanging.address.to_string());
     let gw = Gateway::start_for(&addresses, |config| {
         config.cache.enabled = false;
         config.upstream.deadline = Duration::from_secs(20);
