@@ -395,7 +395,7 @@ where
             service: rpc_name,
             detail: format!("instance {} is not reachable: {detail}", node.address),
         }),
-        Ok(Err(CallError::Status(status))) => Err(classify(rpc_name, node, &status)),
+        Ok(Err(CallError::Status(status))) => Err(classify(rpc_name, &status)),
         Err(_) => Err(GatewayError::Deadline {
             rpc: rpc_name,
             sent: true,
@@ -426,33 +426,13 @@ fn call_metadata(meta: &CallMeta, context: &CallContext) -> HeaderMap {
     metadata
 }
 
-/// Maps a gRPC status to the contract's outcome.
-fn classify(rpc: &'static str, node: &Node, status: &tonic::Status) -> GatewayError {
+/// Maps a gRPC status to the contract's outcome. A connection that broke under the call
+/// arrives here as UNAVAILABLE already ([`super::connection`] maps I/O errors and GOAWAY
+/// so); a failure to connect never does (it is [`CallError::Connect`]).
+fn classify(rpc: &'static str, status: &tonic::Status) -> GatewayError {
     use tonic::Code;
-    let transport = is_transport_error(status);
     match status.code() {
-        // A connection that broke under a call surfaces with whatever code the client
-        // library picked (UNKNOWN "transport error", INTERNAL or CANCELLED from an h2
-        // reset or GOAWAY); gRPC calls that UNAVAILABLE, and so do we. It may have been
-        // sent.
-        code if transport && code != Code::Unavailable && code != Code::DeadlineExceeded => {
-            GatewayError::Upstream {
-                rpc,
-                grpc_code: Code::Unavailable as i32,
-                detail: format!("connection to the instance failed: {}", status.message()),
-                sent: true,
-            }
-        }
         Code::DeadlineExceeded | Code::Cancelled => GatewayError::Deadline { rpc, sent: true },
-        // A failure to connect surfaces as UNAVAILABLE before anything was sent.
-        Code::Unavailable if transport => GatewayError::NoHealthyInstance {
-            service: rpc,
-            detail: format!(
-                "instance {} is not reachable: {}",
-                node.address,
-                status.message()
-            ),
-        },
         code => GatewayError::Upstream {
             rpc,
             grpc_code: code as i32,
@@ -460,22 +440,4 @@ fn classify(rpc: &'static str, node: &Node, status: &tonic::Status) -> GatewayEr
             sent: code != Code::Unavailable,
         },
     }
-}
-
-/// Whether the status was made by the client's transport rather than sent by the
-/// instance (a status from the wire has no source). The client's own enforcement of
-/// the call's deadline is not a transport failure.
-fn is_transport_error(status: &tonic::Status) -> bool {
-    let mut transport = false;
-    let mut source = std::error::Error::source(status);
-    while let Some(err) = source {
-        if err.is::<tonic::TimeoutExpired>() {
-            return false;
-        }
-        transport |= err.is::<tonic::transport::Error>()
-            || err.is::<tonic::ConnectError>()
-            || err.is::<std::io::Error>();
-        source = err.source();
-    }
-    transport
 }
