@@ -100,6 +100,71 @@ fn json_logs() -> LogConfig {
     }
 }
 
+/// One event with a field of every kind the visitor handles, and strings to escape.
+fn emit_every_field_kind(subscriber: impl tracing::Subscriber + Send + Sync) {
+    tracing::subscriber::with_default(subscriber, || {
+        let error = std::io::Error::other("gone \"away\"");
+        tracing::info!(
+            status = 200u64,
+            delta = -3i64,
+            ok = true,
+            ratio = 0.25f64,
+            nan = f64::NAN,
+            path = "/v1/outings/uuid/\"x\"\\y\n\u{1}é",
+            method = ?http::Method::GET,
+            error = %error,
+            "request done"
+        );
+    });
+}
+
+/// The one JSON line `lines` holds.
+fn only_line(lines: &Lines) -> serde_json::Value {
+    let text = lines.text();
+    assert!(
+        text.ends_with('\n') && text.lines().count() == 1,
+        "{text:?}"
+    );
+    serde_json::from_str(&text).expect("one JSON object")
+}
+
+#[test]
+fn log_lines_match_tracing_subscribers_flattened_json_except_the_timestamp() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let ours = Lines::default();
+    let writer = ours.clone();
+    emit_every_field_kind(telemetry::subscriber_with_writer(
+        &json_logs(),
+        None,
+        move || writer.clone(),
+    ));
+    let theirs = Lines::default();
+    let writer = theirs.clone();
+    emit_every_field_kind(
+        tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || writer.clone())
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false),
+        ),
+    );
+    let (mut ours, mut theirs) = (only_line(&ours), only_line(&theirs));
+    for line in [&ours, &theirs] {
+        let stamp = line["timestamp"].as_str().expect("timestamp");
+        assert!(
+            stamp.len() == 27 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
+            "{stamp}"
+        );
+    }
+    ours["timestamp"] = serde_json::Value::Null;
+    theirs["timestamp"] = serde_json::Value::Null;
+    assert_eq!(ours, theirs);
+    assert_eq!(ours["path"], "/v1/outings/uuid/\"x\"\\y\n\u{1}é");
+    assert_eq!(ours["error"], "gone \"away\"");
+}
+
 fn exporting_to(address: SocketAddr, ratio: f64) -> TelemetryConfig {
     exporting_with(address, ratio, Duration::from_secs(1))
 }
