@@ -65,12 +65,12 @@ binary_of() {
 
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "-" }'; }
 
-# Gateway CPU µs per request of one wrk run at rate $1 (0: full load).
+# Gateway CPU µs per request of one wrk run at rate $1 (0: full load), into CPU. Runs in
+# the calling shell, so the processes it starts are stopped on exit even after a failure.
 cpu_run() {
-  local rate=$1 cfg g0 g1 out requests
+  local rate=$1 cfg=$WORK/levers.toml g0 g1 out requests
   start_services
   GW_PORT=$(free_base 1)
-  cfg=$WORK/levers.toml
   write_config "$cfg" "$GW_PORT" "$SVC_BASE" guard cache-off admin workers tracing >/dev/null
   start_gateway "$cfg"
   TOKEN=$("$BIN" token --uuid "$STUDENT" --config "$cfg")
@@ -83,24 +83,8 @@ cpu_run() {
   stop_gateway
   stop_services
   requests=$(cut -f1 <<<"$out")
-  awk -v t=$((g1[0] + g1[1] - g0[0] - g0[1])) -v n="$requests" -v hz="$CLK_TCK" \
-    'BEGIN { if (n > 0) printf "%.1f\n", t * 1e6 / hz / n; else print "-" }'
-}
-
-# Instructions, allocations and reallocations per request under callgrind.
-callgrind_run() {
-  local cfg counts
-  start_services
-  GW_PORT=$(free_base 1)
-  cfg=$WORK/levers-cg.toml
-  write_config "$cfg" "$GW_PORT" "$SVC_BASE" guard cache-off admin workers tracing >/dev/null
-  rm -f "$WORK/cg.out"
-  # shellcheck disable=SC2046
-  start_gateway "$cfg" $(callgrind_command "$WORK/cg.out")
-  TOKEN=$("$BIN" token --uuid "$STUDENT" --config "$cfg")
-  counts=$(callgrind_measure get "$READ_PATH" "$REQUESTS" "$TOKEN" 50 "$WORK/cg.out")
-  stop_services
-  cut -d' ' -f2- <<<"$counts"
+  CPU=$(awk -v t=$((g1[0] + g1[1] - g0[0] - g0[1])) -v n="$requests" -v hz="$CLK_TCK" \
+    'BEGIN { if (n > 0) printf "%.1f\n", t * 1e6 / hz / n; else print "-" }')
 }
 
 # Each spec: its label, binary, options; callgrind first (exact), then the wall-clock
@@ -126,7 +110,8 @@ done
 for i in "${!labels[@]}"; do
   BIN=${bins[$i]}
   export BENCH_WORKERS=${workers_of[$i]} BENCH_TRACING=${tracing_of[$i]}
-  counts+=("$(callgrind_run)")
+  callgrind_counts get "$READ_PATH" "$REQUESTS" guard cache-off admin workers tracing
+  counts+=("$(cut -d' ' -f2- <<<"$COUNTS")")
   log "${labels[$i]}: ${counts[$i]} (instructions, allocations, reallocations per request)"
 done
 declare -A rate_runs=() max_runs=()
@@ -134,8 +119,10 @@ for round in $(seq "$ROUNDS"); do
   for i in "${!labels[@]}"; do
     BIN=${bins[$i]}
     export BENCH_WORKERS=${workers_of[$i]} BENCH_TRACING=${tracing_of[$i]}
-    rate_runs[$i]+="$(cpu_run "$RATE") "
-    max_runs[$i]+="$(cpu_run 0) "
+    cpu_run "$RATE"
+    rate_runs[$i]+="$CPU "
+    cpu_run 0
+    max_runs[$i]+="$CPU "
   done
   log "round $round done"
 done

@@ -312,6 +312,25 @@ callgrind_command() {
   echo valgrind --tool=callgrind --instr-atstart=no --compress-strings=no --compress-pos=no \
     "--callgrind-out-file=$1"
 }
+
+# Fresh services and a gateway under callgrind (config fragments $4...) for $3 sequential
+# requests of kind $1 to path $2; sets COUNTS to "<requests> <instructions/request>
+# <allocations/request> <reallocations/request>". Runs in the calling shell, so every
+# process it starts is in PIDS (and stopped on exit) even if it fails half-way.
+callgrind_counts() {
+  local kind=$1 path=$2 requests=$3 cfg=$WORK/callgrind.toml
+  shift 3
+  start_services
+  GW_PORT=$(free_base 1)
+  write_config "$cfg" "$GW_PORT" "$SVC_BASE" "$@" >/dev/null
+  rm -f "$WORK/cg.out"
+  # shellcheck disable=SC2046
+  start_gateway "$cfg" $(callgrind_command "$WORK/cg.out")
+  TOKEN=""
+  [ "$kind" != login ] && TOKEN=$("$BIN" token --uuid "$STUDENT" --config "$cfg")
+  COUNTS=$(callgrind_measure "$kind" "$path" "$requests" "$TOKEN" 50 "$WORK/cg.out")
+  stop_services
+}
 callgrind_measure() {
   local kind=$1 path=$2 count=$3 token=$4 warm=$5 out=$6 answered
   curl_config "$kind" "$warm" "$path" "$token" 2400000000 >"$WORK/warm.cfg"

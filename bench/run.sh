@@ -243,23 +243,12 @@ if [ "$CALLGRIND_REQUESTS" -gt 0 ] && command -v valgrind >/dev/null 2>&1; then
   for scenario in $SCENARIOS; do
     [ "$scenario" = read-slow-stdout ] && continue
     [ -n "${UNAVAILABLE[$scenario]:-}" ] && continue
-    KIND=$(scenario_kind "$scenario")
-    start_services
-    GW_PORT=$(free_base 1)
-    cfg=$WORK/callgrind-$scenario.toml
-    # shellcheck disable=SC2046
-    write_config "$cfg" "$GW_PORT" "$SVC_BASE" $(scenario_fragments "$scenario") >/dev/null
     [ "$scenario" = cached-redis ] && redis-cli -p "$REDIS_PORT" flushall >/dev/null
-    rm -f "$WORK/cg.out"
     # shellcheck disable=SC2046
-    start_gateway "$cfg" $(callgrind_command "$WORK/cg.out")
-    TOKEN=""
-    [ "$KIND" != login ] && TOKEN=$("$BIN" token --uuid "$STUDENT" --config "$cfg")
-    counts=$(callgrind_measure "$KIND" "$(scenario_path "$scenario")" "$CALLGRIND_REQUESTS" "$TOKEN" 50 "$WORK/cg.out")
-    stop_services
-    row_cg="$scenario	$(tr ' ' '\t' <<<"$counts")"
-    echo "$row_cg" >>"$CALLGRIND"
-    log "$scenario under callgrind: $counts (requests, instructions, allocations, reallocations per request)"
+    callgrind_counts "$(scenario_kind "$scenario")" "$(scenario_path "$scenario")" \
+      "$CALLGRIND_REQUESTS" $(scenario_fragments "$scenario")
+    echo "$scenario	$(tr ' ' '\t' <<<"$COUNTS")" >>"$CALLGRIND"
+    log "$scenario under callgrind: $COUNTS (requests, instructions, allocations, reallocations per request)"
   done
 fi
 CALLGRIND_SECONDS=$(elapsed_since "$CALLGRIND_STARTED")
