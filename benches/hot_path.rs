@@ -16,6 +16,7 @@ use sms_gateway::endpoints::outing::{CreateOutingInput, PageInput};
 use sms_gateway::endpoints::{PathParams, Success};
 use sms_gateway::http::form::FormMap;
 use sms_gateway::reference::{outing, seed};
+use sms_gateway::upstream::ConnectSettings;
 use sms_gateway::upstream::breaker::{Breaker, BreakerSettings, Outcome};
 use sms_gateway::upstream::pool::{Node, ServicePool};
 use validator::Validate;
@@ -107,7 +108,16 @@ fn upstream(c: &mut Criterion) {
             let address = format!("127.0.0.1:{}", 50_053 + i);
             let breaker = Arc::new(Breaker::new(BreakerSettings::default()));
             Arc::new(
-                Node::new(address.clone(), address, Duration::from_secs(2), breaker).expect("node"),
+                Node::new(
+                    address.clone(),
+                    address,
+                    ConnectSettings {
+                        timeout: Duration::from_secs(2),
+                        lanes: 1,
+                    },
+                    breaker,
+                )
+                .expect("node"),
             )
         })
         .collect();

@@ -42,7 +42,7 @@ use crate::upstream::call::ServiceSettings;
 use crate::upstream::consul::ConsulClient;
 use crate::upstream::discovery::{ConsulDiscovery, Discovery, StaticDiscovery, WatchSettings};
 use crate::upstream::webhook::{self, Webhook};
-use crate::upstream::{Service, Upstreams, flip};
+use crate::upstream::{ConnectSettings, Service, Upstreams, flip};
 
 /// Shared, read-mostly state of a running gateway.
 #[derive(Debug)]
@@ -144,7 +144,10 @@ pub fn build(config: &Config) -> Result<Gateway, BuildError> {
     ));
     let upstreams = Arc::new(Upstreams::new(
         settings,
-        config.upstream.connect_timeout,
+        ConnectSettings {
+            timeout: config.upstream.connect_timeout,
+            lanes: config.runtime.lanes(),
+        },
         config.breaker.settings(),
         transitions,
         metrics.clone(),

@@ -437,14 +437,31 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// `multi_thread` (default) or `current_thread`: every task on the thread that
-    /// runs the gateway, no wake-ups across threads (one CPU's worth of peak).
+    /// `multi_thread` (default), `thread_per_core` (a current-thread runtime per
+    /// worker, each serving its own connections start to end) or `current_thread`
+    /// (every task on one thread: one CPU's worth of peak).
     #[serde(default)]
     pub flavor: RuntimeFlavor,
-    /// Worker threads of `multi_thread`; default: one per CPU the process may use. One
-    /// worker wakes fewer threads per request (less CPU per request at moderate load),
-    /// more workers reach a higher peak: see README "Benchmarks".
+    /// Worker threads of `multi_thread` and `thread_per_core`; default: one per CPU
+    /// the process may use. See README "Benchmarks" for the choice per replica size.
     pub worker_threads: Option<NonZeroUsize>,
+}
+
+impl RuntimeConfig {
+    /// Worker threads: the configured number, else one per CPU the process may use.
+    pub fn workers(&self) -> NonZeroUsize {
+        self.worker_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN))
+    }
+
+    /// Lanes of per-worker upstream connections: one per worker with
+    /// `thread_per_core`, else one shared by every thread.
+    pub fn lanes(&self) -> usize {
+        match self.flavor {
+            RuntimeFlavor::ThreadPerCore => self.workers().get(),
+            RuntimeFlavor::MultiThread | RuntimeFlavor::CurrentThread => 1,
+        }
+    }
 }
 
 /// Tokio's scheduler flavours.
@@ -453,6 +470,7 @@ pub struct RuntimeConfig {
 pub enum RuntimeFlavor {
     #[default]
     MultiThread,
+    ThreadPerCore,
     CurrentThread,
 }
 
@@ -674,7 +692,7 @@ impl Config {
         {
             return Err(invalid(
                 "runtime.worker_threads",
-                "applies to runtime.flavor = \"multi_thread\" only",
+                "applies to runtime.flavor = \"multi_thread\" or \"thread_per_core\" only",
             ));
         }
         if self.http.body_limit == 0 {
@@ -1296,6 +1314,11 @@ serve_stale = true
             workers.runtime.worker_threads.map(NonZeroUsize::get),
             Some(1)
         );
+        let per_core =
+            load("[runtime]\nflavor = \"thread_per_core\"\nworker_threads = 3\n").expect("valid");
+        assert_eq!(per_core.runtime.flavor, RuntimeFlavor::ThreadPerCore);
+        assert_eq!(per_core.runtime.lanes(), 3);
+        assert_eq!(workers.runtime.lanes(), 1, "multi_thread shares one lane");
         let err = load("[runtime]\nflavor = \"current_thread\"\nworker_threads = 2\n")
             .expect_err("both")
             .to_string();

@@ -13,6 +13,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use sms_gateway::app;
 use sms_gateway::config::{Config, LogConfig, LogFormat, ProcessEnv, RuntimeConfig, RuntimeFlavor};
 use sms_gateway::http::server::ServerSettings;
+use sms_gateway::http::workers::Workers;
 use sms_gateway::reference::{self, Options, Shared, registration};
 use sms_gateway::telemetry;
 use sms_gateway::telemetry::log_writer::FlushGuard;
@@ -115,12 +116,17 @@ fn main() -> Result<()> {
         }
         command => (Run::Other(command), RuntimeConfig::default()),
     };
+    // With thread_per_core this thread's runtime is worker 0; `gateway` starts the
+    // others.
     let mut builder = match runtime_config.flavor {
         RuntimeFlavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
-        RuntimeFlavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        RuntimeFlavor::CurrentThread | RuntimeFlavor::ThreadPerCore => {
+            tokio::runtime::Builder::new_current_thread()
+        }
     };
-    // Config::validate refuses worker_threads with current_thread.
-    if let Some(workers) = runtime_config.worker_threads {
+    if let (RuntimeFlavor::MultiThread, Some(workers)) =
+        (runtime_config.flavor, runtime_config.worker_threads)
+    {
         builder.worker_threads(workers.get());
     }
     let runtime = builder
@@ -235,15 +241,27 @@ async fn gateway(config: Config, listener: TcpListener, admin: TcpListener) -> R
     let admin_address = admin.local_addr()?;
     tracing::info!(%address, admin = %admin_address, discovery = ?config.discovery.mode, "gateway listening");
     let admin = tokio::spawn(sms_gateway::admin::serve(admin, gateway.state.clone()));
+    let mut settings = ServerSettings::from_config(&config);
+    let threads = if config.runtime.flavor == RuntimeFlavor::ThreadPerCore {
+        let (workers, threads) =
+            Workers::start(config.runtime.workers()).context("starting the worker threads")?;
+        settings.workers = workers;
+        Some(threads)
+    } else {
+        None
+    };
     let served = app::serve_with(
         listener,
         gateway.router.clone(),
         app::shutdown_signal(),
-        ServerSettings::from_config(&config),
+        settings,
         gateway.state.metrics.clone(),
     )
     .await;
     admin.abort();
+    if let Some(threads) = threads {
+        threads.stop();
+    }
     served?;
     tracing::info!("gateway stopped");
     Ok(())

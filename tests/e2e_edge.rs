@@ -466,3 +466,107 @@ async fn shutdown_lets_a_request_in_flight_finish_and_takes_no_new_connection() 
         "the listener is closed after the shutdown"
     );
 }
+
+type Http1Sender = hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// A kept-alive HTTP/1.1 client connection to the gateway.
+async fn http1_client(gw: &Gateway) -> Http1Sender {
+    let tcp = TcpStream::connect(gw.address).await.expect("connect");
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("http1 handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+/// `GET url` with `token` on `sender`: the status and the JSON body.
+async fn get_json(sender: &mut Http1Sender, url: &str, token: &str) -> (u16, serde_json::Value) {
+    use http_body_util::BodyExt as _;
+    let request = http::Request::get(url)
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Empty::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, serde_json::from_slice(&body).expect("json body"))
+}
+
+/// Waits until `done` holds, for at most [`PATIENCE`].
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < PATIENCE, "never: {what}");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn thread_per_core_workers_own_their_connections_and_drain_at_shutdown() {
+    // Every backend call takes 100 ms, so a read is still at the backend when the
+    // shutdown below starts.
+    let options = Options {
+        delay: Duration::from_millis(100),
+    };
+    let mut gw = Gateway::start_with(options, |config| {
+        config.runtime.flavor = sms_gateway::config::RuntimeFlavor::ThreadPerCore;
+        config.runtime.worker_threads = std::num::NonZeroUsize::new(2);
+        // Every read goes to the backend.
+        config.cache.enabled = false;
+    })
+    .await;
+    let url = gw.url("/v1/outings/uuid/outing-000000000002");
+    let token = gw.token("student-000000000001");
+    // Four kept-alive connections, opened one after the other: each goes to the worker
+    // with the fewest, so both workers serve two.
+    let mut senders = Vec::new();
+    for _ in 0..4 {
+        let mut sender = http1_client(&gw).await;
+        let (status, body) = get_json(&mut sender, &url, &token).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["outing_uuid"], "outing-000000000002");
+        senders.push(sender);
+    }
+    assert_eq!(gw.workers.open_connections(), vec![2, 2]);
+    // Each worker called the outing instance over a connection of its own lane.
+    let outing = gw
+        .gateway
+        .state
+        .upstreams
+        .pool(sms_gateway::upstream::Service::Outing)
+        .snapshot();
+    assert_eq!(outing.nodes.len(), 1);
+    assert_eq!(outing.nodes[0].connection.connected_lanes(), 2);
+
+    // A read in flight on the second worker is answered after the shutdown began; then
+    // every connection is let go and the listener task ends.
+    let mut second = senders.remove(1);
+    let in_flight = tokio::spawn(async move { get_json(&mut second, &url, &token).await });
+    eventually("the read reaches the backend", || {
+        metrics_text(&gw)
+            .lines()
+            .any(|line| line == "sms_gateway_requests_in_flight{service=\"outing\"} 1")
+    })
+    .await;
+    let served = gw.begin_shutdown();
+    let (status, body) = tokio::time::timeout(PATIENCE, in_flight)
+        .await
+        .expect("answered within the grace period")
+        .expect("task");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outing_uuid"], "outing-000000000002");
+    tokio::time::timeout(PATIENCE, served)
+        .await
+        .expect("the listener task ends once drained")
+        .expect("task")
+        .expect("served");
+    eventually("every worker let its connections go", || {
+        gw.workers.open_connections() == [0, 0]
+    })
+    .await;
+}

@@ -7,5 +7,6 @@ pub mod form;
 pub mod input;
 pub mod request_id;
 pub mod server;
+pub mod workers;
 
 pub use error::GatewayError;

@@ -38,6 +38,7 @@ use tower::ServiceExt;
 
 use super::body::{BodyTimeouts, TimedBody};
 use super::error::{GatewayError, envelope_bytes};
+use super::workers::Workers;
 use crate::config::{Config, HttpConfig};
 use crate::guard::client_ip::TrustedProxies;
 use crate::guard::config::GuardConfig;
@@ -74,6 +75,9 @@ pub struct ServerSettings {
     pub proxies: TrustedProxies,
     pub ipv6_prefix: u8,
     pub shutdown_grace: Duration,
+    /// Where accepted connections are served (thread-per-core workers, or the
+    /// accepting runtime).
+    pub workers: Workers,
 }
 
 impl ServerSettings {
@@ -105,6 +109,7 @@ impl ServerSettings {
             proxies: TrustedProxies::new(guard.trusted_proxies.clone(), guard.forwarded_header),
             ipv6_prefix: guard.ip.ipv6_prefix,
             shutdown_grace: http.shutdown_grace,
+            workers: Workers::local(),
         }
     }
 
@@ -197,7 +202,7 @@ pub async fn serve(
         max_connections_per_ip = server.settings.max_connections_per_ip,
         "connection caps"
     );
-    let _anchor = AbortOnDrop(tokio::spawn(anchor_timers()));
+    let _anchor = AbortOnDrop(tokio::spawn(super::workers::anchor_timers()));
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -228,18 +233,16 @@ pub async fn serve(
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(%err, "cannot set TCP_NODELAY");
         }
-        let task = connection(
-            server.clone(),
-            builder.clone(),
-            router.clone(),
-            tcp,
-            peer,
-            stop_tx.subscribe(),
-        );
-        tokio::spawn(async move {
+        let (conn_server, conn_builder, conn_router) =
+            (server.clone(), builder.clone(), router.clone());
+        let stop = stop_tx.subscribe();
+        let handed = server.settings.workers.spawn(tcp, move |tcp| async move {
             let _slot = slot;
-            task.await;
+            connection(conn_server, conn_builder, conn_router, tcp, peer, stop).await;
         });
+        if let Err(err) = handed {
+            tracing::debug!(%err, "cannot hand a connection to a worker");
+        }
     }
     drop(listener);
     let _sent = stop_tx.send(true);
@@ -251,21 +254,6 @@ pub async fn serve(
         );
     }
     Ok(())
-}
-
-/// How far ahead [`anchor_timers`] keeps a timer due.
-const TIMER_ANCHOR: Duration = Duration::from_millis(250);
-
-/// Keeps a timer due within [`TIMER_ANCHOR`] at all times. Tokio's time driver wakes
-/// the thread parked on it (an eventfd write, and in the multi-thread runtime a
-/// context switch to another worker that then finds nothing to do) whenever a new
-/// timer is due before the earliest one it parked for. Without an earlier timer
-/// pending, every request's deadline did that; with this one, deadlines of a second
-/// or more never do, at the price of four wake-ups a second.
-async fn anchor_timers() {
-    loop {
-        tokio::time::sleep(TIMER_ANCHOR).await;
-    }
 }
 
 /// Aborts a background task when the scope that spawned it ends.

@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use super::Service;
 use super::breaker::{Breaker, BreakerSettings, Outcome, Transition};
-use super::connection::CallError;
+use super::connection::{CallError, ConnectSettings};
 use super::pool::{NoPick, Node, ServicePool};
 use crate::http::GatewayError;
 use crate::telemetry::Metrics;
@@ -68,7 +68,7 @@ pub struct NodeTransition {
 pub struct Upstreams {
     pools: [ServicePool; 5],
     settings: [ServiceSettings; 5],
-    connect_timeout: Duration,
+    connect: ConnectSettings,
     breaker_settings: BreakerSettings,
     /// Breakers by instance id, so they outlive node-list changes.
     breakers: Mutex<HashMap<String, Arc<Breaker>>>,
@@ -80,7 +80,7 @@ impl Upstreams {
     /// Upstreams with empty pools.
     pub fn new(
         settings: [ServiceSettings; 5],
-        connect_timeout: Duration,
+        connect: ConnectSettings,
         breaker_settings: BreakerSettings,
         transitions: Option<mpsc::UnboundedSender<NodeTransition>>,
         metrics: Arc<Metrics>,
@@ -88,7 +88,7 @@ impl Upstreams {
         Self {
             pools: Default::default(),
             settings,
-            connect_timeout,
+            connect,
             breaker_settings,
             breakers: Mutex::new(HashMap::new()),
             transitions,
@@ -142,7 +142,7 @@ impl Upstreams {
                 None => Arc::new(Node::new(
                     id.clone(),
                     address.clone(),
-                    self.connect_timeout,
+                    self.connect,
                     self.breaker(id),
                 )?),
             };

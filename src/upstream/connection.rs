@@ -21,6 +21,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri}
 use tokio::net::TcpStream;
 use tonic::{Code, Status};
 
+use crate::http::workers::current_lane;
+
 /// Longest reply accepted (tonic's default decoding limit).
 const MAX_REPLY: usize = 4 * 1024 * 1024;
 /// HTTP/2 windows and keep-alive as tonic's channel had them (hyper's defaults plus the
@@ -48,17 +50,33 @@ pub enum CallError {
     Status(Status),
 }
 
+/// How an instance's connections are made.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectSettings {
+    /// Connect and handshake within this.
+    pub timeout: Duration,
+    /// One connection per lane (thread-per-core worker), at least one.
+    pub lanes: usize,
+}
+
 /// A live connection: the handle to open streams, and whether its task has ended.
 struct Live {
     send: SendRequest<Bytes>,
     closed: Arc<AtomicBool>,
 }
 
-/// The HTTP/2 connection of one instance, made lazily and again after a failure.
+/// The HTTP/2 connection of one instance, made lazily and again after a failure; one
+/// per lane (thread-per-core worker), each driven by the worker that uses it.
 pub struct Connection {
     address: String,
     authority: Authority,
     connect_timeout: Duration,
+    lanes: Box<[Lane]>,
+}
+
+/// One lane's connection.
+#[derive(Default)]
+struct Lane {
     live: ArcSwapOption<Live>,
     /// Held while connecting, so concurrent first calls make one connection.
     connecting: tokio::sync::Mutex<()>,
@@ -68,22 +86,36 @@ impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
             .field("address", &self.address)
-            .field("connected", &self.current().is_some())
+            .field("connected_lanes", &self.connected_lanes())
             .finish_non_exhaustive()
     }
 }
 
 impl Connection {
-    /// A connection to `address` (`host:port`, the authority of the calls) that is made
-    /// on first use.
-    pub fn new(address: String, authority: Authority, connect_timeout: Duration) -> Self {
+    /// A connection to `address` (`host:port`, the authority of the calls) per lane
+    /// (at least one), each made on first use.
+    pub fn new(address: String, authority: Authority, settings: ConnectSettings) -> Self {
         Self {
             address,
             authority,
-            connect_timeout,
-            live: ArcSwapOption::empty(),
-            connecting: tokio::sync::Mutex::new(()),
+            connect_timeout: settings.timeout,
+            lanes: (0..settings.lanes.max(1))
+                .map(|_| Lane::default())
+                .collect(),
         }
+    }
+
+    /// How many lanes hold a live connection.
+    pub fn connected_lanes(&self) -> usize {
+        self.lanes
+            .iter()
+            .filter(|lane| lane.current().is_some())
+            .count()
+    }
+
+    /// The calling worker's lane.
+    fn lane(&self) -> &Lane {
+        &self.lanes[current_lane() % self.lanes.len()]
     }
 
     /// Sends `message` to `path` and decodes the reply; `timeout` goes to the server as
@@ -143,7 +175,7 @@ impl Connection {
 
     /// A handle that may open a stream now: the live connection's, else a new one's.
     async fn ready(&self) -> Result<SendRequest<Bytes>, CallError> {
-        let live = match self.current() {
+        let live = match self.lane().current() {
             Some(live) => live,
             None => self.connect().await?,
         };
@@ -164,17 +196,11 @@ impl Connection {
         }
     }
 
-    /// The live connection, if it is still running.
-    fn current(&self) -> Option<Arc<Live>> {
-        self.live
-            .load_full()
-            .filter(|live| !live.closed.load(Ordering::Acquire))
-    }
-
     /// Makes the connection (one at a time; a caller that waited uses the one made).
     async fn connect(&self) -> Result<Arc<Live>, CallError> {
-        let _one = self.connecting.lock().await;
-        if let Some(live) = self.current() {
+        let lane = self.lane();
+        let _one = lane.connecting.lock().await;
+        if let Some(live) = lane.current() {
             return Ok(live);
         }
         let handshake = async {
@@ -202,8 +228,17 @@ impl Connection {
         let closed = Arc::new(AtomicBool::new(false));
         tokio::spawn(drive(connection, closed.clone(), self.address.clone()));
         let live = Arc::new(Live { send, closed });
-        self.live.store(Some(live.clone()));
+        lane.live.store(Some(live.clone()));
         Ok(live)
+    }
+}
+
+impl Lane {
+    /// The live connection, if it is still running.
+    fn current(&self) -> Option<Arc<Live>> {
+        self.live
+            .load_full()
+            .filter(|live| !live.closed.load(Ordering::Acquire))
     }
 }
 

@@ -18,6 +18,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use call::{CallMeta, Upstreams};
+pub use connection::ConnectSettings;
 pub use pool::{Node, NodeList, ServicePool};
 
 /// The five backends.

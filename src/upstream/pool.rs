@@ -3,14 +3,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tonic::transport::Endpoint;
 
 use super::breaker::Breaker;
-use super::connection::Connection;
+use super::connection::{ConnectSettings, Connection};
 
 /// One backend instance and its reusable HTTP/2 connection.
 #[derive(Debug)]
@@ -26,11 +25,11 @@ pub struct Node {
 }
 
 impl Node {
-    /// A node whose channel connects lazily, on first use, within `connect_timeout`.
+    /// A node whose connections are made lazily, on first use, with `connect`.
     pub fn new(
         id: String,
         address: String,
-        connect_timeout: Duration,
+        connect: ConnectSettings,
         breaker: Arc<Breaker>,
     ) -> Result<Self, tonic::transport::Error> {
         // The address is checked as an endpoint URI, as before (same error type).
@@ -40,7 +39,7 @@ impl Node {
             .authority()
             .cloned()
             .unwrap_or_else(|| http::uri::Authority::from_static("localhost"));
-        let connection = Connection::new(address.clone(), authority, connect_timeout);
+        let connection = Connection::new(address.clone(), authority, connect);
         Ok(Self {
             id,
             address,
@@ -141,7 +140,16 @@ mod tests {
                 let addr = format!("127.0.0.1:{}", 40000 + i);
                 let breaker = Arc::new(Breaker::new(Default::default()));
                 Arc::new(
-                    Node::new(addr.clone(), addr, Duration::from_secs(1), breaker).expect("node"),
+                    Node::new(
+                        addr.clone(),
+                        addr,
+                        ConnectSettings {
+                            timeout: std::time::Duration::from_secs(1),
+                            lanes: 1,
+                        },
+                        breaker,
+                    )
+                    .expect("node"),
                 )
             })
             .collect()

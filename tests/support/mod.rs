@@ -11,8 +11,9 @@ use std::net::SocketAddr;
 
 use sms_gateway::app;
 use sms_gateway::auth::{JwtKeys, TokenLifetimes};
-use sms_gateway::config::Config;
+use sms_gateway::config::{Config, RuntimeFlavor};
 use sms_gateway::http::server::ServerSettings;
+use sms_gateway::http::workers::{WorkerThreads, Workers};
 use sms_gateway::reference::{self, Options, Shared};
 use sms_gateway::upstream::Service;
 use tokio::net::TcpListener;
@@ -43,6 +44,10 @@ pub struct Gateway {
     served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// The built gateway (state, background tasks).
     pub gateway: app::Gateway,
+    /// With `runtime.flavor = "thread_per_core"`: the workers (this test's runtime is
+    /// worker 0) and their threads, stopped when the gateway is dropped.
+    pub workers: Workers,
+    _worker_threads: Option<WorkerThreads>,
 }
 
 /// Config text for the given service addresses.
@@ -118,13 +123,20 @@ impl Gateway {
         let admin_base = format!("http://{}", admin.local_addr().expect("admin addr"));
         let admin_task = tokio::spawn(sms_gateway::admin::serve(admin, gateway.state.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
+        let mut settings = ServerSettings::from_config(&config);
+        let worker_threads = (config.runtime.flavor == RuntimeFlavor::ThreadPerCore).then(|| {
+            let (workers, threads) = Workers::start(config.runtime.workers()).expect("workers");
+            settings.workers = workers;
+            threads
+        });
+        let workers = settings.workers.clone();
         let served = tokio::spawn(app::serve_with(
             listener,
             router,
             async move {
                 let _ = stopped.await;
             },
-            ServerSettings::from_config(&config),
+            settings,
             gateway.state.metrics.clone(),
         ));
         let keys = JwtKeys::new(
@@ -145,6 +157,8 @@ impl Gateway {
             stop: Some(stop),
             served: Some(served),
             gateway,
+            workers,
+            _worker_threads: worker_threads,
         }
     }
 
