@@ -437,9 +437,9 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// `multi_thread` (default), `thread_per_core` (a current-thread runtime per
-    /// worker, each serving its own connections start to end) or `current_thread`
-    /// (every task on one thread: one CPU's worth of peak).
+    /// `thread_per_core` (default: a current-thread runtime per worker, each serving
+    /// its own connections start to end), `multi_thread` (tokio's work-stealing
+    /// scheduler) or `current_thread` (every task on one thread).
     #[serde(default)]
     pub flavor: RuntimeFlavor,
     /// Worker threads of `multi_thread` and `thread_per_core`; default: one per CPU
@@ -468,8 +468,8 @@ impl RuntimeConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuntimeFlavor {
-    #[default]
     MultiThread,
+    #[default]
     ThreadPerCore,
     CurrentThread,
 }
@@ -1305,11 +1305,12 @@ serve_stale = true
     fn the_runtime_flavour_is_chosen_and_checked() {
         assert_eq!(
             load("").expect("valid").runtime.flavor,
-            RuntimeFlavor::MultiThread
+            RuntimeFlavor::ThreadPerCore
         );
         let current = load("[runtime]\nflavor = \"current_thread\"\n").expect("valid");
         assert_eq!(current.runtime.flavor, RuntimeFlavor::CurrentThread);
-        let workers = load("[runtime]\nworker_threads = 1\n").expect("valid");
+        let workers =
+            load("[runtime]\nflavor = \"multi_thread\"\nworker_threads = 1\n").expect("valid");
         assert_eq!(
             workers.runtime.worker_threads.map(NonZeroUsize::get),
             Some(1)

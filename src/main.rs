@@ -114,7 +114,14 @@ fn main() -> Result<()> {
             let runtime = config.runtime;
             (Run::Serve(Box::new(config)), runtime)
         }
-        command => (Run::Other(command), RuntimeConfig::default()),
+        // The reference services and the demo keep tokio's multi-thread scheduler.
+        command => (
+            Run::Other(command),
+            RuntimeConfig {
+                flavor: RuntimeFlavor::MultiThread,
+                worker_threads: None,
+            },
+        ),
     };
     // With thread_per_core this thread's runtime is worker 0; `gateway` starts the
     // others.
@@ -426,7 +433,9 @@ async fn demo(listen: SocketAddr, admin_listen: SocketAddr) -> Result<()> {
     }
     // SMS_* variables still apply, e.g. SMS_TELEMETRY__OTLP_ENDPOINT to watch the demo
     // in Jaeger.
-    let config = Config::from_toml(&text, &ProcessEnv).context("demo configuration")?;
+    let mut config = Config::from_toml(&text, &ProcessEnv).context("demo configuration")?;
+    // The demo's services share the process's multi-thread runtime.
+    config.runtime.flavor = RuntimeFlavor::MultiThread;
     let _flush_logs = init_telemetry(&config)?.1;
     let listener = TcpListener::bind(listen)
         .await

@@ -131,9 +131,13 @@ impl Workers {
                 open: AtomicUsize::new(0),
             });
             let mut stopped = stop.subscribe();
+            // Events go where the starting thread's go (the global subscriber, or a
+            // test's scoped one).
+            let dispatch = tracing::dispatcher::get_default(Clone::clone);
             let thread = std::thread::Builder::new()
                 .name(format!("sms-worker-{lane}"))
                 .spawn(move || {
+                    let _logs = tracing::dispatcher::set_default(&dispatch);
                     LANE.with(|current| current.set(lane));
                     runtime.block_on(async move {
                         let anchor = tokio::spawn(anchor_timers());
