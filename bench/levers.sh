@@ -9,7 +9,9 @@
 #   - gateway CPU per request at the moderate rate (wrk paced at BENCH_RATE) and at full
 #     load, median of LEVERS_ROUNDS rounds.
 #
-#   bench/levers.sh LABEL=COMMIT[,workers=N|current][,tracing=RATIO] ...
+#   bench/levers.sh LABEL=COMMIT[,workers=N|current|multi][,tracing=RATIO] ...
+#   (workers: N worker threads of the build's default flavour, or runtime.flavor
+#   current_thread / multi_thread; builds that do not know the option run without it)
 #   e.g. bench/levers.sh before=9327a6a now=HEAD now-1-worker=HEAD,workers=1 \
 #          traced=HEAD,tracing=0.01
 #
@@ -136,7 +138,7 @@ for i in "${!labels[@]}"; do
   commit=${commits[$i]} workers=${workers_of[$i]} tracing=${tracing_of[$i]}
   subject=$(git log -1 --format=%s "$commit" | cut -c1-90)
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${labels[$i]}" "$(git rev-parse --short "$commit")" \
-    "workers ${workers:-per CPU}${tracing:+, traces at $tracing}" "$instr" "$allocs" "$reallocs" \
+    "runtime ${workers:-as built}${tracing:+, traces at $tracing}" "$instr" "$allocs" "$reallocs" \
     "$rate_cpu" "$max_cpu" "$subject" "${rate_runs[$i]% }" "${max_runs[$i]% }" >>"$TSV"
   log "${labels[$i]}: $rate_cpu µs at $RATE req/s (${rate_runs[$i]}), $max_cpu µs at full load (${max_runs[$i]})"
 done

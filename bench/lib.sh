@@ -167,6 +167,8 @@ write_config() {
       workers) [ -n "${BENCH_WORKERS:-}" ] || continue
         if [ "$BENCH_WORKERS" = current ]; then
           text=$'[runtime]\nflavor = "current_thread"\n'
+        elif [ "$BENCH_WORKERS" = multi ]; then
+          text=$'[runtime]\nflavor = "multi_thread"\n'
         else
           text=$(printf '[runtime]\nworker_threads = %s\n' "$BENCH_WORKERS")
         fi ;;

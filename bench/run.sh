@@ -19,8 +19,9 @@
 #   BENCH_FLOOR="read write login"                                   floor RPCs
 #   BENCH_MODES="max rate"
 #   BENCH_LOG_LEVEL=info the gateway's log level (info: one JSON line per request)
-#   BENCH_WORKERS=       runtime.worker_threads of the gateway (unset: one per CPU;
-#                        "current": the current_thread runtime)
+#   BENCH_WORKERS=       runtime.worker_threads of the gateway (unset: the default,
+#                        thread_per_core with one worker per CPU; "current" /
+#                        "multi": runtime.flavor current_thread / multi_thread)
 #   BENCH_CALLGRIND_REQUESTS=300  sequential requests per scenario under callgrind
 #                        (instructions and allocations per request); 0 skips it
 #   BENCH_SERVICES_BIN=  another binary for the reference services (A/B of two builds)
@@ -276,7 +277,7 @@ TOTAL_SECONDS=$(elapsed_since "$STARTED")
   echo "| floor client | \`examples/grpc_load.rs\`: 1 HTTP/2 connection (as the gateway keeps per instance), $CONNECTIONS calls in flight |"
   echo "| per run | fresh services and gateway, ${WARMUP} s warm-up (excluded), ${DURATION} s measured; $ROUNDS rounds |"
   echo "| moderate rate | $RATE req/s ($LOGIN_RATE req/s for logins, whose backend cost is an Argon2 hash), paced on a fixed schedule by \`bench/wrk.lua\` (wrk's \`delay()\`) and by \`grpc_load --rate\` |"
-  echo "| gateway config | generated; logs JSON at \`$LOG_LEVEL\` (info: one line per request) to a file (read-slow-stdout: to a pipe read at 400 KB/s); worker threads: ${BENCH_WORKERS:-one per CPU}; fragments accepted by this build: $(for s in $SCENARIOS; do printf '%s: %s; ' "$s" "${APPLIED[$s]:-none}"; done | sed 's/; $//') |"
+  echo "| gateway config | generated; logs JSON at \`$LOG_LEVEL\` (info: one line per request) to a file (read-slow-stdout: to a pipe read at 400 KB/s); runtime: ${BENCH_WORKERS:-default (thread_per_core, one worker per CPU)}; fragments accepted by this build: $(for s in $SCENARIOS; do printf '%s: %s; ' "$s" "${APPLIED[$s]:-none}"; done | sed 's/; $//') |"
   echo "| build | ${BUILD_SECONDS} s wall, ${BUILD_CPU} s of CPU; $BUILD_KIND |"
   echo "| callgrind pass | $CALLGRIND_REQUESTS sequential requests per scenario after 50 unrecorded ones, one kept-alive connection (curl), the gateway under \`valgrind --tool=callgrind\`: ${CALLGRIND_SECONDS} s |"
   echo "| measuring | ${MEASURE_SECONDS} s; **whole command ${TOTAL_SECONDS} s**; on an idle machine the build takes at least its CPU time / $(nproc) ≈ $((BUILD_CPU / $(nproc))) s |"

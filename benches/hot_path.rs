@@ -13,7 +13,7 @@ use serde_json::json;
 use sms_gateway::auth::jwt::JwtAlgorithm;
 use sms_gateway::auth::{Access, JwtKeys, Kind, Principal, TokenLifetimes};
 use sms_gateway::endpoints::outing::{CreateOutingInput, PageInput};
-use sms_gateway::endpoints::{PathParams, Success};
+use sms_gateway::endpoints::{PathParams, Success, fields};
 use sms_gateway::http::form::FormMap;
 use sms_gateway::reference::{outing, seed};
 use sms_gateway::upstream::ConnectSettings;
@@ -152,25 +152,12 @@ fn shed(c: &mut Criterion) {
     });
 }
 
-/// The envelope `{status, code: 0, message, ...data}` as the pipeline writes it
-/// (`pipeline::success_body`, private): the data object, three fields, one serialisation.
-fn envelope(status: u16, success: Success) -> Vec<u8> {
-    let mut body = match success.data {
-        serde_json::Value::Object(map) => map,
-        _ => serde_json::Map::new(),
-    };
-    body.insert("status".into(), status.into());
-    body.insert("code".into(), 0.into());
-    body.insert("message".into(), success.message.into_owned().into());
-    serde_json::to_vec(&body).unwrap_or_default()
-}
-
 fn reply(c: &mut Criterion) {
     // The success of GET /v1/outings/uuid/{outing_uuid} (the outing adapter's fields).
     c.bench_function("reply/success envelope (outing inform)", |b| {
         b.iter(|| {
             let success =
-                Success::message("succeed to get outing inform with outing uuid").with(json!({
+                Success::message("succeed to get outing inform with outing uuid").with(fields!({
                     "outing_uuid": black_box(outing::APPROVED_OUTING),
                     "place": "병원",
                     "reason": "진료",
@@ -180,7 +167,7 @@ fn reply(c: &mut Criterion) {
                     "outing_status": "teacher-approved",
                     "student_uuid": seed::STUDENT_UUID,
                 }));
-            envelope(200, success)
+            sms_gateway::pipeline::success_body(http::StatusCode::OK, success)
         })
     });
 }

@@ -443,16 +443,21 @@ fn success_status(rpc: &'static str, reply: &impl InBand) -> Result<StatusCode, 
     }
 }
 
-/// Serialises `{status, code: 0, message, ...data}` once; a cache stores these bytes.
-fn success_body(status: StatusCode, success: Success) -> Bytes {
-    let mut body = match success.data {
-        serde_json::Value::Object(map) => map,
-        _ => serde_json::Map::new(),
-    };
-    body.insert("status".into(), status.as_u16().into());
-    body.insert("code".into(), 0.into());
-    body.insert("message".into(), success.message.into_owned().into());
-    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+/// Writes `{status, code: 0, message, ...data}` once; a cache stores these bytes.
+pub fn success_body(status: StatusCode, success: Success) -> Bytes {
+    let fields = success.data.as_bytes();
+    let mut body = Vec::with_capacity(48 + success.message.len() + fields.len());
+    body.extend_from_slice(b"{\"status\":");
+    body.extend_from_slice(status.as_str().as_bytes());
+    body.extend_from_slice(b",\"code\":0,\"message\":");
+    // Writing a string into a Vec cannot fail.
+    let _written = serde_json::to_writer(&mut body, success.message.as_ref());
+    if !fields.is_empty() {
+        body.push(b',');
+        body.extend_from_slice(fields);
+    }
+    body.push(b'}');
+    Bytes::from(body)
 }
 
 #[cfg(test)]
@@ -471,6 +476,23 @@ mod tests {
         fn message(&self) -> &str {
             "backend says"
         }
+    }
+
+    #[test]
+    fn the_success_body_is_the_envelope_then_the_fields_in_order() {
+        let success = Success::message("done \"now\"").with(crate::fields!({
+            "outing_uuid": "outing-1".to_owned(),
+            "count": 2_i64,
+            "none": Option::<String>::None,
+            "list": vec!["a", "b"],
+        }));
+        let body = success_body(StatusCode::CREATED, success);
+        assert_eq!(
+            std::str::from_utf8(&body).expect("utf-8"),
+            r#"{"status":201,"code":0,"message":"done \"now\"","outing_uuid":"outing-1","count":2,"none":null,"list":["a","b"]}"#
+        );
+        let bare = success_body(StatusCode::OK, Success::message("ok"));
+        assert_eq!(&bare[..], br#"{"status":200,"code":0,"message":"ok"}"#);
     }
 
     #[test]

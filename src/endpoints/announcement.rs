@@ -26,7 +26,7 @@ use validator::{Validate, ValidationError};
 use crate::auth::{Access, Kind};
 use crate::cache::CachePolicy;
 use crate::endpoints::NoInput;
-use crate::endpoints::{Adapter, Call, Endpoint, PathRule, Success, endpoint};
+use crate::endpoints::{Adapter, Call, Endpoint, PathRule, Success, endpoint, fields};
 use crate::http::GatewayError;
 use crate::http::input::Source;
 use crate::in_band;
@@ -227,7 +227,7 @@ fn list(message: &'static str, reply: pb::GetAnnouncementsResponse) -> Success {
             })
         })
         .collect();
-    Success::message(message).with(json!({
+    Success::message(message).with(fields!({
         "announcements": announcements,
         "size": reply.size,
     }))
@@ -290,7 +290,7 @@ impl Adapter for CreateAnnouncement {
 
     fn success(&self, _call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError> {
         Ok(
-            Success::message("succeed to create new announcement").with(json!({
+            Success::message("succeed to create new announcement").with(fields!({
                 "announcement_uuid": reply.announcement_id,
             })),
         )
@@ -339,7 +339,7 @@ impl Adapter for AnnouncementDetail {
 
     fn success(&self, _call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError> {
         Ok(
-            Success::message("succeed to get announcement detail inform with uuid").with(json!({
+            Success::message("succeed to get announcement detail inform with uuid").with(fields!({
                 "date": reply.date,
                 "title": reply.title,
                 "content": reply.content,
@@ -392,7 +392,7 @@ impl Adapter for UpdateAnnouncement {
 
     fn success(&self, _call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError> {
         Ok(
-            Success::message("succeed to update announcement").with(json!({
+            Success::message("succeed to update announcement").with(fields!({
                 "announcement_uuid": reply.announcement_id,
             })),
         )
@@ -418,7 +418,7 @@ impl Adapter for DeleteAnnouncement {
     fn success(&self, _call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError> {
         // The detail endpoint's message, as documented (ambiguity 10).
         Ok(
-            Success::message("succeed to get announcement detail inform with uuid").with(json!({
+            Success::message("succeed to get announcement detail inform with uuid").with(fields!({
                 "announcement_uuid": reply.announcement_id,
             })),
         )
@@ -444,7 +444,7 @@ impl Adapter for CheckAnnouncement {
 
     fn success(&self, _call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError> {
         Ok(
-            Success::message("succeed to get if non-check announcement is exist").with(json!({
+            Success::message("succeed to get if non-check announcement is exist").with(fields!({
                 "club": reply.club,
                 "school": reply.school,
             })),

@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 use validator::{Validate, ValidationError};
 
 use crate::auth::{Access, Kind};
-use crate::endpoints::{Adapter, Call, Endpoint, NoInput, PathRule, Rpc, Success, endpoint};
+use crate::endpoints::{
+    Adapter, Call, Endpoint, NoInput, PathRule, Rpc, Success, endpoint, fields,
+};
 use crate::http::GatewayError;
 use crate::http::input::Source;
 use crate::in_band;
@@ -392,7 +394,7 @@ macro_rules! login {
 
             fn success(&self, call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError> {
                 let token = call.jwt.issue(&reply.$reply_uuid)?;
-                Ok(Success::message($message).with(json!({
+                Ok(Success::message($message).with(fields!({
                     "access_token": token,
                     $uuid_key: reply.$reply_uuid,
                 })))
@@ -591,7 +593,7 @@ impl Adapter for CreateStudent {
 
     fn success(&self, _call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError> {
         Ok(Success::message("succeed to create new student")
-            .with(json!({ "student_uuid": reply.created_student_uuid })))
+            .with(fields!({ "student_uuid": reply.created_student_uuid })))
     }
 }
 
@@ -661,7 +663,7 @@ impl Adapter for CreateParent {
 
     fn success(&self, _call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError> {
         Ok(Success::message("succeed to create new parent")
-            .with(json!({ "parent_uuid": reply.created_parent_uuid })))
+            .with(fields!({ "parent_uuid": reply.created_parent_uuid })))
     }
 }
 
@@ -694,7 +696,7 @@ impl Adapter for SendJoinSms {
 
     fn success(&self, _call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError> {
         // Decision 4: `no_send_count` comes from NoSendCount (the original copied SendCount).
-        Ok(Success::message(reply.message).with(json!({
+        Ok(Success::message(reply.message).with(fields!({
             "send_count": reply.send_count,
             "no_send_count": reply.no_send_count,
         })))
@@ -722,7 +724,7 @@ impl Adapter for GetStudent {
             "succeed to get student inform, uuid: {}",
             call.caller()
         ))
-        .with(json!({
+        .with(fields!({
             "name": reply.name,
             "phone_number": reply.phone_number,
             "profile_uri": reply.image_uri,
@@ -784,7 +786,7 @@ impl Adapter for StudentUuids {
     fn success(&self, _call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError> {
         Ok(
             Success::message("succeed to get student uuid list with inform")
-                .with(json!({ "student_uuids": uuid_list(reply.student_uui_ds) })),
+                .with(fields!({ "student_uuids": uuid_list(reply.student_uui_ds) })),
         )
     }
 }
@@ -821,7 +823,7 @@ impl Adapter for StudentsWithUuids {
             .collect();
         Ok(
             Success::message("succeed to get student informs list with uuid list")
-                .with(json!({ "students": students })),
+                .with(fields!({ "students": students })),
         )
     }
 }
@@ -844,7 +846,7 @@ impl Adapter for StudentParent {
 
     fn success(&self, _call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError> {
         Ok(
-            Success::message("succeed to get parent inform with student uuid").with(json!({
+            Success::message("succeed to get parent inform with student uuid").with(fields!({
                 "parent_uuid": reply.parent_uuid,
                 "name": reply.name,
                 "phone_number": reply.phone_number,
@@ -869,7 +871,7 @@ impl Adapter for UnsignedStudent {
     }
 
     fn success(&self, _call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError> {
-        Ok(Success::message(reply.message).with(json!({
+        Ok(Success::message(reply.message).with(fields!({
             "name": reply.name,
             "phone_number": reply.phone_number,
             "grade": reply.grade,
@@ -910,7 +912,7 @@ impl Adapter for CreateStudentWithCode {
     }
 
     fn success(&self, _call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError> {
-        Ok(Success::message(reply.message).with(json!({ "student_uuid": reply.student_uuid })))
+        Ok(Success::message(reply.message).with(fields!({ "student_uuid": reply.student_uuid })))
     }
 }
 
@@ -962,7 +964,7 @@ impl Adapter for CreateTeacher {
     fn success(&self, _call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError> {
         Ok(
             Success::message("succeed to register teacher account. you can use it after approval")
-                .with(json!({ "teacher_uuid": reply.created_teacher_uuid })),
+                .with(fields!({ "teacher_uuid": reply.created_teacher_uuid })),
         )
     }
 }
@@ -988,7 +990,7 @@ impl Adapter for GetTeacher {
             "succeed to get teacher inform, uuid: {}",
             call.caller()
         ))
-        .with(json!({
+        .with(fields!({
             "name": reply.name,
             "phone_number": reply.phone_number,
             "grade": reply.grade,
@@ -1045,7 +1047,7 @@ impl Adapter for TeacherUuids {
     fn success(&self, _call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError> {
         Ok(
             Success::message("succeed to get teacher uuid list with inform")
-                .with(json!({ "teacher_uuids": uuid_list(reply.teacher_uui_ds) })),
+                .with(fields!({ "teacher_uuids": uuid_list(reply.teacher_uui_ds) })),
         )
     }
 }
@@ -1101,7 +1103,7 @@ impl Adapter for GetParent {
             "succeed to get parent inform, uuid: {}",
             call.caller()
         ))
-        .with(json!({
+        .with(fields!({
             "name": reply.name,
             "phone_number": reply.phone_number,
         })))
@@ -1148,7 +1150,7 @@ impl Adapter for ParentUuids {
     fn success(&self, _call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError> {
         Ok(
             Success::message("succeed to get parent uuid list with inform")
-                .with(json!({ "parent_uuids": uuid_list(reply.parent_uui_ds) })),
+                .with(fields!({ "parent_uuids": uuid_list(reply.parent_uui_ds) })),
         )
     }
 }
@@ -1177,7 +1179,7 @@ impl Adapter for ParentChildren {
             .collect();
         Ok(
             Success::message("succeed to get children informs list with parent uuid")
-                .with(json!({ "children": children })),
+                .with(fields!({ "children": children })),
         )
     }
 }

@@ -16,7 +16,7 @@ use validator::Validate;
 
 use crate::auth::{Access, Kind};
 use crate::endpoints::{
-    Adapter, Call, Endpoint, InBand, NoInput, PathRule, Rpc, Success, endpoint,
+    Adapter, Call, Endpoint, InBand, NoInput, PathRule, Rpc, Success, endpoint, fields,
 };
 use crate::http::GatewayError;
 use crate::http::input::Source;
@@ -100,7 +100,7 @@ pub fn endpoints() -> Vec<Endpoint> {
                 },
                 success: |reply: pb::CreateNewClubResponse| {
                     Success::message("succeed to create new club")
-                        .with(json!({ "club_uuid": reply.club_uuid }))
+                        .with(fields!({ "club_uuid": reply.club_uuid }))
                 },
             },
         )
@@ -123,7 +123,7 @@ pub fn endpoints() -> Vec<Endpoint> {
                 },
                 success: |reply: pb::GetClubsSortByUpdateTimeResponse| {
                     Success::message("succeed to get clubs sort by update time")
-                        .with(json!({ "clubs": clubs_json(reply.informs) }))
+                        .with(fields!({ "clubs": clubs_json(reply.informs) }))
                 },
             },
         )
@@ -150,7 +150,7 @@ pub fn endpoints() -> Vec<Endpoint> {
                         .map(recruitment_json)
                         .collect();
                     Success::message("succeed to get recruitments sort by create time")
-                        .with(json!({ "recruitments": recruitments }))
+                        .with(fields!({ "recruitments": recruitments }))
                 },
             },
         )
@@ -202,7 +202,7 @@ pub fn endpoints() -> Vec<Endpoint> {
                 },
                 success: |reply: pb::GetClubInformsWithUuiDsResponse| {
                     Success::message("succeed to get club list with uuid list")
-                        .with(json!({ "clubs": clubs_json(reply.informs) }))
+                        .with(fields!({ "clubs": clubs_json(reply.informs) }))
                 },
             },
         )
@@ -251,7 +251,7 @@ pub fn endpoints() -> Vec<Endpoint> {
                     Success::message(
                         "succeed to get uuid of recruitment in progress with club uuid",
                     )
-                    .with(json!({ "recruitment_uuid": reply.recruitment_uuid }))
+                    .with(fields!({ "recruitment_uuid": reply.recruitment_uuid }))
                 },
             },
         )
@@ -275,7 +275,7 @@ pub fn endpoints() -> Vec<Endpoint> {
                 },
                 success: |reply: pb::GetRecruitmentUuiDsWithClubUuiDsResponse| {
                     Success::message("succeed to get recruitment uuid list with club list")
-                        .with(json!({ "uuids": list_or_null(reply.recruitment_uui_ds) }))
+                        .with(fields!({ "uuids": list_or_null(reply.recruitment_uui_ds) }))
                 },
             },
         )
@@ -294,7 +294,7 @@ pub fn endpoints() -> Vec<Endpoint> {
                 // Verbatim, missing verb included (ambiguity 8).
                 success: |reply: pb::GetAllClubFieldsResponse| {
                     Success::message("succeed to all fields of club")
-                        .with(json!({ "fields": list_or_null(reply.fields) }))
+                        .with(fields!({ "fields": list_or_null(reply.fields) }))
                 },
             },
         )
@@ -311,7 +311,7 @@ pub fn endpoints() -> Vec<Endpoint> {
                 },
                 success: |reply: pb::GetTotalCountOfClubsResponse| {
                     Success::message("succeed to get total count of clubs")
-                        .with(json!({ "count": reply.count }))
+                        .with(fields!({ "count": reply.count }))
                 },
             },
         )
@@ -331,7 +331,7 @@ pub fn endpoints() -> Vec<Endpoint> {
                 },
                 success: |reply: pb::GetTotalCountOfCurrentRecruitmentsResponse| {
                     Success::message("succeed to get total count of all recruitments in progress")
-                        .with(json!({ "count": reply.count }))
+                        .with(fields!({ "count": reply.count }))
                 },
             },
         )
@@ -350,7 +350,7 @@ pub fn endpoints() -> Vec<Endpoint> {
                 // Copy-pasted message, verbatim (ambiguity 8).
                 success: |reply: pb::GetClubUuidWithLeaderUuidResponse| {
                     Success::message("succeed to get total count of all recruitments in progress")
-                        .with(json!({ "club_uuid": reply.club_uuid }))
+                        .with(fields!({ "club_uuid": reply.club_uuid }))
                 },
             },
         )
@@ -480,7 +480,7 @@ pub fn endpoints() -> Vec<Endpoint> {
                 },
                 success: |reply: pb_leader::RegisterRecruitmentResponse| {
                     Success::message("succeed to register new recruitment")
-                        .with(json!({ "recruitment_uuid": reply.recruitment_uuid }))
+                        .with(fields!({ "recruitment_uuid": reply.recruitment_uuid }))
                 },
             },
         )

@@ -131,8 +131,8 @@ impl PathParams {
 #[derive(Debug)]
 pub struct Success {
     pub message: Cow<'static, str>,
-    /// A JSON object whose fields are merged into the envelope, or `Null`.
-    pub data: serde_json::Value,
+    /// The fields written into the envelope after `status`, `code` and `message`.
+    pub data: Fields,
 }
 
 impl Success {
@@ -140,16 +140,92 @@ impl Success {
     pub fn message(message: impl Into<Cow<'static, str>>) -> Self {
         Self {
             message: message.into(),
-            data: serde_json::Value::Null,
+            data: Fields::default(),
         }
     }
 
-    /// Adds data fields (a JSON object).
-    pub fn with(mut self, data: serde_json::Value) -> Self {
-        self.data = data;
+    /// Adds data fields ([`fields!`], or a JSON object's entries).
+    pub fn with(mut self, data: impl Into<Fields>) -> Self {
+        self.data = data.into();
         self
     }
 }
+
+/// Data fields of a success body, serialized as they are added (`"key":value` pairs
+/// without the braces): a reply's strings are written once instead of being copied into
+/// a `serde_json::Value` and then written.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Fields(Vec<u8>);
+
+/// Keys of the envelope itself, never taken from data.
+const ENVELOPE_KEYS: [&str; 3] = ["status", "code", "message"];
+
+impl Fields {
+    /// No fields yet, room for `bytes` of them (most bodies fit in 256).
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self(Vec::with_capacity(bytes))
+    }
+
+    /// Adds `key: value`; a value that cannot be serialized, or one of the envelope's own
+    /// keys, is left out (and logged).
+    pub fn push(&mut self, key: &str, value: &(impl serde::Serialize + ?Sized)) {
+        if ENVELOPE_KEYS.contains(&key) {
+            tracing::warn!(key, "a data field named like an envelope field is left out");
+            return;
+        }
+        let start = self.0.len();
+        if start > 0 {
+            self.0.push(b',');
+        }
+        let written = serde_json::to_writer(&mut self.0, key).and_then(|()| {
+            self.0.push(b':');
+            serde_json::to_writer(&mut self.0, value)
+        });
+        if let Err(err) = written {
+            self.0.truncate(start);
+            tracing::warn!(key, %err, "a data field could not be serialized; left out");
+        }
+    }
+
+    /// The serialized pairs.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The fields as a JSON object (for checks and tests; the pipeline writes the bytes).
+    pub fn to_value(&self) -> serde_json::Value {
+        let mut object = Vec::with_capacity(self.0.len() + 2);
+        object.push(b'{');
+        object.extend_from_slice(&self.0);
+        object.push(b'}');
+        serde_json::from_slice(&object).unwrap_or_default()
+    }
+}
+
+/// A JSON object's entries (anything else has none).
+impl From<serde_json::Value> for Fields {
+    fn from(value: serde_json::Value) -> Self {
+        let mut fields = Self::default();
+        if let serde_json::Value::Object(map) = value {
+            for (key, value) in &map {
+                fields.push(key, value);
+            }
+        }
+        fields
+    }
+}
+
+/// `fields!({ "key": value, ... })`: [`Fields`] from `Serialize` values, in order, with
+/// `json!`'s object syntax (values are expressions).
+#[macro_export]
+macro_rules! fields {
+    ({ $($key:literal : $value:expr),* $(,)? }) => {{
+        let mut fields = $crate::endpoints::Fields::with_capacity(256);
+        $(fields.push($key, &$value);)*
+        fields
+    }};
+}
+pub use crate::fields;
 
 /// The typed part of an endpoint: how its input becomes a gRPC request and how a
 /// successful reply becomes the documented body.
@@ -494,6 +570,18 @@ fn check_groups(table: &[Endpoint]) -> Result<(), TableError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_keep_their_order_and_never_shadow_the_envelope() {
+        let mut fields = crate::fields!({ "b": 1, "a": "x" });
+        fields.push("message", "not mine");
+        fields.push("status", &500);
+        assert_eq!(fields.as_bytes(), br#""b":1,"a":"x""#);
+        assert_eq!(fields.to_value(), serde_json::json!({ "a": "x", "b": 1 }));
+        let from_object = Fields::from(serde_json::json!({ "code": 9, "k": [1] }));
+        assert_eq!(from_object.as_bytes(), br#""k":[1]"#);
+        assert_eq!(Fields::from(serde_json::json!([1, 2])), Fields::default());
+    }
 
     #[test]
     fn table_is_well_formed() {

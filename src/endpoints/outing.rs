@@ -25,7 +25,7 @@ use validator::{Validate, ValidationError};
 use crate::auth::{Access, Kind};
 use crate::cache::CachePolicy;
 use crate::endpoints::NoInput;
-use crate::endpoints::{Adapter, Call, Endpoint, PathRule, Rpc, Success, endpoint, rules};
+use crate::endpoints::{Adapter, Call, Endpoint, PathRule, Rpc, Success, endpoint, fields, rules};
 use crate::http::GatewayError;
 use crate::http::input::Source;
 use crate::in_band;
@@ -315,7 +315,7 @@ impl Adapter for CreateOuting {
 
     fn success(&self, _call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError> {
         Ok(Success::message("succeed to create new outing")
-            .with(json!({ "outing_uuid": reply.outing_id })))
+            .with(fields!({ "outing_uuid": reply.outing_id })))
     }
 }
 
@@ -373,7 +373,7 @@ impl Adapter for StudentOutings {
             .collect();
         Ok(
             Success::message("succeed to get outing informs with student uuid")
-                .with(json!({ "outings": outings })),
+                .with(fields!({ "outings": outings })),
         )
     }
 }
@@ -396,7 +396,7 @@ impl Adapter for OutingInform {
 
     fn success(&self, _call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError> {
         Ok(
-            Success::message("succeed to get outing inform with outing uuid").with(json!({
+            Success::message("succeed to get outing inform with outing uuid").with(fields!({
                 "outing_uuid": reply.outing_id,
                 "place": reply.place,
                 "reason": reply.reason,
@@ -428,7 +428,7 @@ impl Adapter for OutingCard {
 
     fn success(&self, _call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError> {
         Ok(
-            Success::message("succeed to get card about outing with outing uuid").with(json!({
+            Success::message("succeed to get card about outing with outing uuid").with(fields!({
                 "place": reply.place,
                 "start_time": reply.start_time,
                 "end_time": reply.end_time,
@@ -567,7 +567,7 @@ impl Adapter for OutingsWithFilter {
         // The message is endpoint 2's text (sic, ambiguity 10).
         Ok(
             Success::message("succeed to get outing informs with student uuid")
-                .with(json!({ "outings": outings })),
+                .with(fields!({ "outings": outings })),
         )
     }
 }
@@ -590,7 +590,7 @@ impl Adapter for OutingByCode {
     fn success(&self, _call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError> {
         // `name` is forwarded (decision 4: the original dropped it, ambiguity 9).
         Ok(
-            Success::message("succeed to get outing inform with outing code").with(json!({
+            Success::message("succeed to get outing inform with outing code").with(fields!({
                 "outing_uuid": reply.outing_id,
                 "name": reply.name,
                 "place": reply.place,

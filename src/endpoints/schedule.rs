@@ -20,7 +20,7 @@ use validator::Validate;
 
 use crate::auth::{Access, Kind};
 use crate::cache::CachePolicy;
-use crate::endpoints::{Adapter, Call, Endpoint, NoInput, PathRule, Success, endpoint};
+use crate::endpoints::{Adapter, Call, Endpoint, NoInput, PathRule, Success, endpoint, fields};
 use crate::http::GatewayError;
 use crate::http::input::Source;
 use crate::in_band;
@@ -151,7 +151,7 @@ impl Adapter for CreateSchedule {
 
     fn success(&self, _call: &Call<'_>, reply: Self::Reply) -> Result<Success, GatewayError> {
         Ok(
-            Success::message("succeed to create new schedule").with(json!({
+            Success::message("succeed to create new schedule").with(fields!({
                 "schedule_uuid": reply.schedule_uuid,
             })),
         )
@@ -190,7 +190,7 @@ impl Adapter for SchedulesByMonth {
             .collect();
         Ok(
             Success::message("succeed to get schedules with year and month")
-                .with(json!({ "schedules": schedules })),
+                .with(fields!({ "schedules": schedules })),
         )
     }
 }
@@ -305,6 +305,7 @@ mod tests {
             .success(&dummy_call(), reply)
             .expect("success")
             .data
+            .to_value()
     }
 
     fn dummy_call() -> Call<'static> {

@@ -409,11 +409,14 @@ static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// The request id and trace context headers of one call (values that are no valid
-/// header are left out).
+/// header are left out). Their values are new on every call: marked sensitive, HPACK
+/// sends them as never-indexed literals instead of churning both ends' dynamic tables
+/// (which then keep the headers that do repeat).
 fn call_metadata(meta: &CallMeta, context: &CallContext) -> HeaderMap {
     let mut metadata = HeaderMap::with_capacity(8);
     let mut put = |name: &HeaderName, value: &str| {
-        if let Ok(value) = HeaderValue::from_str(value) {
+        if let Ok(mut value) = HeaderValue::from_str(value) {
+            value.set_sensitive(true);
             metadata.insert(name.clone(), value);
         }
     };
