@@ -1,22 +1,24 @@
 //! The Jaeger text form `trace:span:parent:flags` (lower-case hex) that the existing
 //! backends read from the `span-context` metadata entry (spec §1, decision 1).
 
-use super::CallContext;
+use super::{CallContext, ascii_string, write_hex};
 
 /// The `span-context` value of a call; the parent is `0` when the call has none.
 pub fn span_context(call: &CallContext) -> String {
-    let parent = if call.parent_span_id == opentelemetry::trace::SpanId::INVALID {
-        "0".to_owned()
+    // trace (32) : span (16) : parent (16, or "0") : flag
+    let mut out = *b"................................:................:................:.";
+    write_hex(&mut out[..32], &call.trace_id.to_bytes());
+    write_hex(&mut out[33..49], &call.span_id.to_bytes());
+    let end = if call.parent_span_id == opentelemetry::trace::SpanId::INVALID {
+        out[50] = b'0';
+        51
     } else {
-        call.parent_span_id.to_string()
+        write_hex(&mut out[50..66], &call.parent_span_id.to_bytes());
+        66
     };
-    format!(
-        "{}:{}:{}:{}",
-        call.trace_id,
-        call.span_id,
-        parent,
-        u8::from(call.sampled)
-    )
+    out[end] = b':';
+    out[end + 1] = if call.sampled { b'1' } else { b'0' };
+    ascii_string(&out[..end + 2])
 }
 
 #[cfg(test)]
@@ -24,6 +26,25 @@ mod tests {
     use opentelemetry::trace::{SpanId, TraceId};
 
     use super::*;
+
+    #[test]
+    fn ids_keep_their_leading_zeros_as_display_writes_them() {
+        let call = CallContext {
+            trace_id: TraceId::from_hex("00000000000000000000000000000a01").expect("hex"),
+            span_id: SpanId::from_hex("00000000000000b2").expect("hex"),
+            parent_span_id: SpanId::from_hex("0000000000000003").expect("hex"),
+            sampled: false,
+            trace_state: String::new(),
+        };
+        assert_eq!(
+            span_context(&call),
+            format!("{}:{}:{}:0", call.trace_id, call.span_id, call.parent_span_id)
+        );
+        assert_eq!(
+            crate::telemetry::propagation::w3c::traceparent(&call),
+            format!("00-{}-{}-00", call.trace_id, call.span_id)
+        );
+    }
 
     #[test]
     fn jaeger_text_form() {

@@ -67,3 +67,18 @@ impl CallContext {
         }
     }
 }
+
+/// Lower-case hex of `bytes` into `out` (two digits per byte), without `fmt`'s padding
+/// machinery: trace ids are written into every call's metadata.
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+}
+
+/// `bytes` (ASCII, as [`write_hex`] and the separators make them) as a string.
+fn ascii_string(bytes: &[u8]) -> String {
+    bytes.iter().copied().map(char::from).collect()
+}
