@@ -323,6 +323,12 @@ TOTAL_SECONDS=$(elapsed_since "$STARTED")
     echo
     cat "$RESULTS/levers.md"
   fi
+  # Earlier levers runs (renamed levers-<date>.md), kept for the changes they measured.
+  for earlier in "$RESULTS"/levers-*.md; do
+    [ -f "$earlier" ] || continue
+    echo
+    cat "$earlier"
+  done
   if [ -f "$RESULTS/profile.md" ]; then
     echo
     cat "$RESULTS/profile.md"

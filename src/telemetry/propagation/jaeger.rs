@@ -38,7 +38,10 @@ mod tests {
         };
         assert_eq!(
             span_context(&call),
-            format!("{}:{}:{}:0", call.trace_id, call.span_id, call.parent_span_id)
+            format!(
+                "{}:{}:{}:0",
+                call.trace_id, call.span_id, call.parent_span_id
+            )
         );
         assert_eq!(
             crate::telemetry::propagation::w3c::traceparent(&call),
