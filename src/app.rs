@@ -19,8 +19,7 @@ use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::request_id::RequestId;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -32,7 +31,7 @@ use crate::endpoints;
 use crate::guard::{Guard, GuardConfigError};
 use crate::http::GatewayError;
 use crate::http::error::Failure;
-use crate::http::request_id::{MakeUuid, X_REQUEST_ID};
+use crate::http::request_id::{self, X_REQUEST_ID};
 use crate::http::server::ServerSettings;
 use crate::telemetry::metrics::{CacheLabels, RejectionLabels, method_label};
 use crate::telemetry::record::{self, RecordCell, RequestRecord};
@@ -305,16 +304,11 @@ pub fn router(state: Arc<AppState>, config: &Config) -> Result<Router, BuildErro
         );
     }
     let app = app.merge(api);
-    // Outermost first: a panic anywhere becomes an envelope; every response carries a
-    // fresh request id; Authorization is marked sensitive before anything logs.
+    // Outermost first: a panic anywhere becomes an envelope; `observe` gives every
+    // request and response a fresh request id and marks Authorization sensitive before
+    // anything logs.
     let layers = ServiceBuilder::new()
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(middleware::map_request(drop_client_request_id))
-        .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), MakeUuid))
-        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            header::AUTHORIZATION,
-        ]))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         // Flooding client IPs are refused before routing (429, then 403 while blocked).
         .layer(state.guard.layer());
@@ -387,25 +381,25 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// The backends require a UUID request id; a client's value is never trusted.
-async fn drop_client_request_id(mut request: Request) -> Request {
-    request.headers_mut().remove(&X_REQUEST_ID);
-    request
-}
-
-/// Observes every request: a server span named by the route template (continuing an
-/// incoming W3C `traceparent`), one log line with what the stages recorded, and the
-/// request metrics.
-async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+/// Observes every request: a fresh request id in place of any the client sent (on the
+/// request, its extensions and the response), Authorization marked sensitive, a server
+/// span named by the route template (continuing an incoming W3C `traceparent`), one log
+/// line with what the stages recorded, and the request metrics.
+async fn observe(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let id = request_id::fresh();
+    let headers = request.headers_mut();
+    headers.insert(X_REQUEST_ID.clone(), id.clone());
+    if let header::Entry::Occupied(mut authorization) = headers.entry(header::AUTHORIZATION) {
+        authorization
+            .iter_mut()
+            .for_each(|value| value.set_sensitive(true));
+    }
+    request.extensions_mut().insert(RequestId::new(id.clone()));
     let method = request.method().clone();
     let matched = request.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let request_id = request
-        .headers()
-        .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let request_id = id.to_str().unwrap_or("").to_owned();
     // The guard's client-IP rule, for the audit stream.
     let client_ip = request
         .extensions()
@@ -430,9 +424,13 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         }
     }
     let cell = RecordCell::default();
-    let response = record::scope(cell.clone(), next.run(request))
+    let mut response = record::scope(cell.clone(), next.run(request))
         .instrument(span.clone())
         .await;
+    response
+        .headers_mut()
+        .entry(X_REQUEST_ID.clone())
+        .or_insert(id);
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     // As an integer attribute (tracing would record a u16 as text).

@@ -57,3 +57,28 @@ async fn the_openapi_document_is_served() {
     assert_eq!(status, 405);
     assert_envelope(status, &body);
 }
+
+#[tokio::test]
+async fn every_answer_carries_a_fresh_request_id_never_the_clients() {
+    let gw = Gateway::start().await;
+    let mut seen = std::collections::HashSet::new();
+    for path in [
+        "/ping",
+        "/v1/students/uuid/student-000000000001",
+        "/v1/nothing-here",
+    ] {
+        let response = gw
+            .client
+            .get(gw.url(path))
+            .header("x-request-id", "chosen-by-the-client")
+            .send()
+            .await
+            .expect("response");
+        let ids: Vec<_> = response.headers().get_all("x-request-id").iter().collect();
+        assert_eq!(ids.len(), 1, "{path}: one request id");
+        let id = ids[0].to_str().expect("ascii");
+        let uuid = uuid::Uuid::parse_str(id).expect("a UUID");
+        assert_eq!(uuid.get_version_num(), 4, "{path}: {id}");
+        assert!(seen.insert(id.to_owned()), "{path}: ids are not reused");
+    }
+}

@@ -2,19 +2,16 @@
 //! the backends as `x-request-id` metadata (spec §2.1 step 4; backends require a UUID,
 //! so a client-supplied value is never trusted).
 
-use axum::http::{HeaderName, Request};
-use tower_http::request_id::{MakeRequestId, RequestId};
+use axum::http::{HeaderName, HeaderValue};
 
 /// The header name, lower-case as HTTP/2 and gRPC metadata want it.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Makes a UUIDv4 for every request.
-#[derive(Clone, Copy, Default)]
-pub struct MakeUuid;
-
-impl MakeRequestId for MakeUuid {
-    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
-        let id = uuid::Uuid::new_v4().hyphenated().to_string();
-        id.parse().ok().map(RequestId::new)
-    }
+/// A fresh UUIDv4 as a header value (formatted on the stack, one copy into the value).
+pub fn fresh() -> HeaderValue {
+    let mut text = [0_u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Uuid::new_v4().hyphenated();
+    // A hyphenated UUID is always a valid header value.
+    HeaderValue::from_str(id.encode_lower(&mut text))
+        .unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
 }
