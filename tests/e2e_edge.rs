@@ -436,17 +436,7 @@ async fn shutdown_lets_a_request_in_flight_finish_and_takes_no_new_connection() 
         .get(gw.url("/v1/outings/uuid/outing-000000000002"))
         .bearer_auth(gw.token("student-000000000001"));
     let in_flight = tokio::spawn(request.send());
-    let started = Instant::now();
-    while !metrics_text(&gw)
-        .lines()
-        .any(|line| line == "sms_gateway_requests_in_flight{service=\"outing\"} 1")
-    {
-        assert!(
-            started.elapsed() < PATIENCE,
-            "the read never reached the backend"
-        );
-        tokio::task::yield_now().await;
-    }
+    eventually("the read reaches the backend", || outing_in_flight(&gw)).await;
     let served = gw.begin_shutdown();
     let response = tokio::time::timeout(PATIENCE, in_flight)
         .await
@@ -456,11 +446,7 @@ async fn shutdown_lets_a_request_in_flight_finish_and_takes_no_new_connection() 
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(body["outing_uuid"], "outing-000000000002");
-    tokio::time::timeout(PATIENCE, served)
-        .await
-        .expect("the listener task ends once drained")
-        .expect("task")
-        .expect("served");
+    listener_drains(served).await;
     assert!(
         TcpStream::connect(gw.address).await.is_err(),
         "the listener is closed after the shutdown"
@@ -495,6 +481,22 @@ async fn get_json(sender: &mut Http1Sender, url: &str, token: &str) -> (u16, ser
         .expect("body")
         .to_bytes();
     (status, serde_json::from_slice(&body).expect("json body"))
+}
+
+/// Whether one outing read is at the backend.
+fn outing_in_flight(gw: &Gateway) -> bool {
+    metrics_text(gw)
+        .lines()
+        .any(|line| line == "sms_gateway_requests_in_flight{service=\"outing\"} 1")
+}
+
+/// The public listener's task ends (every connection drained) within [`PATIENCE`].
+async fn listener_drains(served: tokio::task::JoinHandle<std::io::Result<()>>) {
+    tokio::time::timeout(PATIENCE, served)
+        .await
+        .expect("the listener task ends once drained")
+        .expect("task")
+        .expect("served");
 }
 
 /// Waits until `done` holds, for at most [`PATIENCE`].
@@ -547,12 +549,7 @@ async fn thread_per_core_workers_own_their_connections_and_drain_at_shutdown() {
     // every connection is let go and the listener task ends.
     let mut second = senders.remove(1);
     let in_flight = tokio::spawn(async move { get_json(&mut second, &url, &token).await });
-    eventually("the read reaches the backend", || {
-        metrics_text(&gw)
-            .lines()
-            .any(|line| line == "sms_gateway_requests_in_flight{service=\"outing\"} 1")
-    })
-    .await;
+    eventually("the read reaches the backend", || outing_in_flight(&gw)).await;
     let served = gw.begin_shutdown();
     let (status, body) = tokio::time::timeout(PATIENCE, in_flight)
         .await
@@ -560,11 +557,7 @@ async fn thread_per_core_workers_own_their_connections_and_drain_at_shutdown() {
         .expect("task");
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outing_uuid"], "outing-000000000002");
-    tokio::time::timeout(PATIENCE, served)
-        .await
-        .expect("the listener task ends once drained")
-        .expect("task")
-        .expect("served");
+    listener_drains(served).await;
     eventually("every worker let its connections go", || {
         gw.workers.open_connections() == [0, 0]
     })
