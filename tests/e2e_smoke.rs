@@ -82,3 +82,74 @@ async fn every_answer_carries_a_fresh_request_id_never_the_clients() {
         assert!(seen.insert(id.to_owned()), "{path}: ids are not reused");
     }
 }
+
+#[tokio::test]
+async fn browsers_get_the_documented_cors_answers() {
+    let gw = Gateway::start_with(Default::default(), |config| {
+        config.http.cors_origins = vec!["https://app.school.example".to_owned()];
+    })
+    .await;
+    let path = "/v1/students/uuid/student-000000000001";
+    // Preflight from the allowed origin: answered by the gateway, the backend not asked.
+    let preflight = gw
+        .client
+        .request(Method::OPTIONS, gw.url(path))
+        .header("origin", "https://app.school.example")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let headers = preflight.headers();
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.school.example"
+    );
+    let methods = headers["access-control-allow-methods"]
+        .to_str()
+        .expect("ascii");
+    for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+        assert!(methods.contains(method), "{methods}");
+    }
+    let allowed = headers["access-control-allow-headers"]
+        .to_str()
+        .expect("ascii")
+        .to_ascii_lowercase();
+    assert!(allowed.contains("authorization"), "{allowed}");
+    // The actual request: the origin is echoed and X-Request-Id is readable by scripts.
+    let read = gw
+        .client
+        .get(gw.url(path))
+        .header("origin", "https://app.school.example")
+        .bearer_auth(gw.token("student-000000000001"))
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(read.status(), 200);
+    assert_eq!(
+        read.headers()["access-control-allow-origin"],
+        "https://app.school.example"
+    );
+    let exposed = read.headers()["access-control-expose-headers"]
+        .to_str()
+        .expect("ascii")
+        .to_ascii_lowercase();
+    assert!(exposed.contains("x-request-id"), "{exposed}");
+    // Another origin gets no CORS grant.
+    let foreign = gw
+        .client
+        .get(gw.url(path))
+        .header("origin", "https://elsewhere.example")
+        .bearer_auth(gw.token("student-000000000001"))
+        .send()
+        .await
+        .expect("read");
+    assert!(
+        !foreign
+            .headers()
+            .contains_key("access-control-allow-origin"),
+        "{:?}",
+        foreign.headers()
+    );
+}
