@@ -380,9 +380,8 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     GatewayError::Internal("a request handler panicked".to_owned()).into_response()
 }
 
-/// The backends require a UUID request id; a client's value is never trusted.
-/// Observes every request: a fresh request id in place of any the client sent (on the
-/// request, its extensions and the response), Authorization marked sensitive, a server
+/// Observes every request: a fresh request id in place of any the client sent (the
+/// backends require a UUID; on the request, its extensions and the response), Authorization marked sensitive, a server
 /// span named by the route template (continuing an incoming W3C `traceparent`), one log
 /// line with what the stages recorded, and the request metrics.
 async fn observe(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {

@@ -249,14 +249,9 @@ async fn gateway(config: Config, listener: TcpListener, admin: TcpListener) -> R
     tracing::info!(%address, admin = %admin_address, discovery = ?config.discovery.mode, "gateway listening");
     let admin = tokio::spawn(sms_gateway::admin::serve(admin, gateway.state.clone()));
     let mut settings = ServerSettings::from_config(&config);
-    let threads = if config.runtime.flavor == RuntimeFlavor::ThreadPerCore {
-        let (workers, threads) =
-            Workers::start(config.runtime.workers()).context("starting the worker threads")?;
-        settings.workers = workers;
-        Some(threads)
-    } else {
-        None
-    };
+    let (workers, threads) =
+        Workers::for_runtime(&config.runtime).context("starting the worker threads")?;
+    settings.workers = workers;
     let served = app::serve_with(
         listener,
         gateway.router.clone(),

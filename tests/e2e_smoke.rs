@@ -117,15 +117,16 @@ async fn browsers_get_the_documented_cors_answers() {
         .expect("ascii")
         .to_ascii_lowercase();
     assert!(allowed.contains("authorization"), "{allowed}");
+    // A read sent by a page of `origin`.
+    let read_from = |origin: &'static str| {
+        gw.client
+            .get(gw.url(path))
+            .header("origin", origin)
+            .bearer_auth(gw.token("student-000000000001"))
+            .send()
+    };
     // The actual request: the origin is echoed and X-Request-Id is readable by scripts.
-    let read = gw
-        .client
-        .get(gw.url(path))
-        .header("origin", "https://app.school.example")
-        .bearer_auth(gw.token("student-000000000001"))
-        .send()
-        .await
-        .expect("read");
+    let read = read_from("https://app.school.example").await.expect("read");
     assert_eq!(read.status(), 200);
     assert_eq!(
         read.headers()["access-control-allow-origin"],
@@ -137,14 +138,7 @@ async fn browsers_get_the_documented_cors_answers() {
         .to_ascii_lowercase();
     assert!(exposed.contains("x-request-id"), "{exposed}");
     // Another origin gets no CORS grant.
-    let foreign = gw
-        .client
-        .get(gw.url(path))
-        .header("origin", "https://elsewhere.example")
-        .bearer_auth(gw.token("student-000000000001"))
-        .send()
-        .await
-        .expect("read");
+    let foreign = read_from("https://elsewhere.example").await.expect("read");
     assert!(
         !foreign
             .headers()

@@ -19,6 +19,8 @@ use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
+use crate::config::{RuntimeConfig, RuntimeFlavor};
+
 thread_local! {
     static LANE: Cell<usize> = const { Cell::new(0) };
 }
@@ -47,6 +49,60 @@ impl Workers {
     /// Serve every connection on the runtime that accepted it.
     pub fn local() -> Self {
         Self::default()
+    }
+
+    /// `count` workers: the calling thread's runtime (which must be a current-thread
+    /// runtime this thread drives) as lane 0, and `count - 1` threads with a
+    /// current-thread runtime each.
+    pub fn start(count: NonZeroUsize) -> io::Result<(Self, WorkerThreads)> {
+        let here = Handle::try_current().map_err(io::Error::other)?;
+        let (stop, _) = watch::channel(false);
+        let mut workers = vec![Worker {
+            handle: here,
+            open: AtomicUsize::new(0),
+        }];
+        let mut threads = Vec::with_capacity(count.get() - 1);
+        for lane in 1..count.get() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            workers.push(Worker {
+                handle: runtime.handle().clone(),
+                open: AtomicUsize::new(0),
+            });
+            let mut stopped = stop.subscribe();
+            // Events go where the starting thread's go (the global subscriber, or a
+            // test's scoped one).
+            let dispatch = tracing::dispatcher::get_default(Clone::clone);
+            let thread = std::thread::Builder::new()
+                .name(format!("sms-worker-{lane}"))
+                .spawn(move || {
+                    let _logs = tracing::dispatcher::set_default(&dispatch);
+                    LANE.with(|current| current.set(lane));
+                    runtime.block_on(async move {
+                        let anchor = tokio::spawn(anchor_timers());
+                        let _stopped = stopped.wait_for(|stop| *stop).await;
+                        anchor.abort();
+                    });
+                })?;
+            threads.push(thread);
+        }
+        let workers = Self {
+            workers: workers.into(),
+        };
+        Ok((workers, WorkerThreads { stop, threads }))
+    }
+
+    /// The workers `runtime` asks for: started ones with `thread_per_core` (the calling
+    /// thread's current-thread runtime as the first), else serving on the accepting
+    /// runtime.
+    pub fn for_runtime(runtime: &RuntimeConfig) -> io::Result<(Self, Option<WorkerThreads>)> {
+        if runtime.flavor == RuntimeFlavor::ThreadPerCore {
+            let (workers, threads) = Self::start(runtime.workers())?;
+            Ok((workers, Some(threads)))
+        } else {
+            Ok((Self::local(), None))
+        }
     }
 
     /// Open connections per worker (empty without workers).
@@ -108,50 +164,6 @@ impl Drop for OpenOn {
 pub struct WorkerThreads {
     stop: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
-}
-
-impl Workers {
-    /// `count` workers: the calling thread's runtime (which must be a current-thread
-    /// runtime this thread drives) as lane 0, and `count - 1` threads with a
-    /// current-thread runtime each.
-    pub fn start(count: NonZeroUsize) -> io::Result<(Self, WorkerThreads)> {
-        let here = Handle::try_current().map_err(io::Error::other)?;
-        let (stop, _) = watch::channel(false);
-        let mut workers = vec![Worker {
-            handle: here,
-            open: AtomicUsize::new(0),
-        }];
-        let mut threads = Vec::with_capacity(count.get() - 1);
-        for lane in 1..count.get() {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            workers.push(Worker {
-                handle: runtime.handle().clone(),
-                open: AtomicUsize::new(0),
-            });
-            let mut stopped = stop.subscribe();
-            // Events go where the starting thread's go (the global subscriber, or a
-            // test's scoped one).
-            let dispatch = tracing::dispatcher::get_default(Clone::clone);
-            let thread = std::thread::Builder::new()
-                .name(format!("sms-worker-{lane}"))
-                .spawn(move || {
-                    let _logs = tracing::dispatcher::set_default(&dispatch);
-                    LANE.with(|current| current.set(lane));
-                    runtime.block_on(async move {
-                        let anchor = tokio::spawn(anchor_timers());
-                        let _stopped = stopped.wait_for(|stop| *stop).await;
-                        anchor.abort();
-                    });
-                })?;
-            threads.push(thread);
-        }
-        let workers = Self {
-            workers: workers.into(),
-        };
-        Ok((workers, WorkerThreads { stop, threads }))
-    }
 }
 
 impl WorkerThreads {

@@ -49,14 +49,7 @@ where
     ) -> fmt::Result {
         LINE.with(|line| match line.try_borrow_mut() {
             Ok(mut line) => {
-                let line = &mut *line;
-                line.text.clear();
-                write_line(
-                    &mut line.text,
-                    &mut line.second,
-                    &mut line.second_text,
-                    event,
-                );
+                line.write(event);
                 let written = writer.write_str(&line.text);
                 if line.text.capacity() > KEPT_CAPACITY {
                     line.text = String::new();
@@ -65,11 +58,24 @@ where
             }
             // A field's Debug logged while its own line was being written.
             Err(_) => {
-                let (mut text, mut second, mut second_text) = (String::new(), 0, String::new());
-                write_line(&mut text, &mut second, &mut second_text, event);
-                writer.write_str(&text)
+                let mut line = Line::default();
+                line.write(event);
+                writer.write_str(&line.text)
             }
         })
+    }
+}
+
+impl Line {
+    /// Replaces the text with the whole line of `event`, newline included.
+    fn write(&mut self, event: &Event<'_>) {
+        self.text.clear();
+        write_line(
+            &mut self.text,
+            &mut self.second,
+            &mut self.second_text,
+            event,
+        );
     }
 }
 

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use sms_gateway::app;
 use sms_gateway::auth::{JwtKeys, TokenLifetimes};
-use sms_gateway::config::{Config, RuntimeFlavor};
+use sms_gateway::config::Config;
 use sms_gateway::http::server::ServerSettings;
 use sms_gateway::http::workers::{WorkerThreads, Workers};
 use sms_gateway::reference::{self, Options, Shared};
@@ -124,12 +124,8 @@ impl Gateway {
         let admin_task = tokio::spawn(sms_gateway::admin::serve(admin, gateway.state.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
         let mut settings = ServerSettings::from_config(&config);
-        let worker_threads = (config.runtime.flavor == RuntimeFlavor::ThreadPerCore).then(|| {
-            let (workers, threads) = Workers::start(config.runtime.workers()).expect("workers");
-            settings.workers = workers;
-            threads
-        });
-        let workers = settings.workers.clone();
+        let (workers, worker_threads) = Workers::for_runtime(&config.runtime).expect("workers");
+        settings.workers = workers.clone();
         let served = tokio::spawn(app::serve_with(
             listener,
             router,
