@@ -193,6 +193,10 @@ pub async fn serve(
     settings: ServerSettings,
     metrics: Arc<Metrics>,
 ) -> io::Result<()> {
+    // axum turns a handler into its route service (the handler and every layer over it,
+    // boxed) on each request until the state is supplied; supplying it here does that
+    // once for the life of the listener.
+    let router: Router = router.with_state(());
     let server = Arc::new(Server::new(settings, metrics));
     let builder = Arc::new(server.settings.builder());
     // Every connection task holds a receiver; `closed()` resolves when all are gone.
