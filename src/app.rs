@@ -33,7 +33,8 @@ use crate::http::GatewayError;
 use crate::http::error::Failure;
 use crate::http::request_id::{self, X_REQUEST_ID};
 use crate::http::server::ServerSettings;
-use crate::telemetry::metrics::{CacheLabels, RejectionLabels, method_label};
+use crate::telemetry::json_line::IpText;
+use crate::telemetry::metrics::{CacheLabels, RejectionLabels, RouteSeries, method_label};
 use crate::telemetry::record::{self, RecordCell, RequestRecord};
 use crate::telemetry::{Metrics, propagation};
 use crate::upstream::broadcast::{self, BroadcastSettings};
@@ -278,7 +279,9 @@ pub fn router(state: Arc<AppState>, config: &Config) -> Result<Router, BuildErro
         let filter = method_filter(&endpoint.method);
         let path = endpoint.path;
         let state = state.clone();
+        let series = Arc::new(RouteSeries::default());
         let handler = move |request: Request| {
+            record::update(|r| r.series = Some(series.clone()));
             crate::pipeline::serve(state.clone(), endpoint.clone(), request)
         };
         let route = by_path.remove(path).unwrap_or_default().on(filter, handler);
@@ -437,10 +440,18 @@ async fn observe(State(state): State<Arc<AppState>>, mut request: Request, next:
     if status >= 500 {
         span.record("otel.status_code", "ERROR");
     }
-    state
-        .metrics
-        .observe_request(method.as_str(), route, status, elapsed);
-    let record = cell.lock().map(|r| r.clone()).unwrap_or_default();
+    // The request is over: nothing writes the record any more, so take it whole.
+    let record = cell
+        .lock()
+        .map(|mut record| std::mem::take(&mut *record))
+        .unwrap_or_default();
+    state.metrics.observe_request(
+        record.series.as_deref(),
+        method.as_str(),
+        route,
+        status,
+        elapsed,
+    );
     let span_trace = (!span.is_disabled())
         .then(|| span.context().span().span_context().trace_id())
         .filter(|id| *id != opentelemetry::trace::TraceId::INVALID)
@@ -467,13 +478,26 @@ async fn observe(State(state): State<Arc<AppState>>, mut request: Request, next:
     let service = record.service.unwrap_or("");
     let instance = record.instance.as_deref().unwrap_or("");
     let cache = record.cache.unwrap_or("");
-    let client = record.client.map(tracing::field::display);
+    let client_text = record.client.map(IpText::new);
+    let client = client_text.as_ref().map(IpText::as_str);
     match failure {
         Some(Failure(err)) if status >= 500 => tracing::error!(
-            %method, route, status, code, latency_us, request_id, trace_id, client, caller, service, instance, cache, error = %err, "request"
+            method = method.as_str(), route, status, code, latency_us, request_id, trace_id, client, caller, service, instance, cache, error = %err, "request"
         ),
         _ => tracing::info!(
-            %method, route, status, code, latency_us, request_id, trace_id, client, caller, service, instance, cache, "request"
+            method = method.as_str(),
+            route,
+            status,
+            code,
+            latency_us,
+            request_id,
+            trace_id,
+            client,
+            caller,
+            service,
+            instance,
+            cache,
+            "request"
         ),
     }
     response

@@ -3,6 +3,7 @@
 //! activity. Labels come from bounded sets (route templates, services, instance ids,
 //! fixed outcome names). The registry lives in the gateway's state, not in a static.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -63,6 +64,26 @@ pub struct UpstreamLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceLabels {
     pub service: &'static str,
+}
+
+/// The outcomes an upstream call is labelled with.
+pub const CALL_OUTCOMES: [&str; 5] = ["ok", "deadline", "unreachable", "breaker_open", "error"];
+
+/// One instance's call series, each looked up in its family on its first use only: the
+/// lookup hashes the labels and copies the instance id, on every call otherwise.
+#[derive(Debug, Default)]
+pub struct CallSeries {
+    outcomes: [OnceLock<Counter>; CALL_OUTCOMES.len()],
+    seconds: OnceLock<Histogram>,
+}
+
+/// One route's request series, resolved on first use like [`CallSeries`]: its latency
+/// histogram, and the counter of its first success (method and status), which is
+/// what nearly every answer of the route is.
+#[derive(Debug, Default)]
+pub struct RouteSeries {
+    success: OnceLock<(&'static str, u16, Counter)>,
+    seconds: OnceLock<Histogram>,
 }
 
 /// One consul-change broadcast call's result.
@@ -341,39 +362,86 @@ impl Metrics {
     }
 
     /// Counts one answered request; `method` is any method, labelled by
-    /// [`method_label`].
-    pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                method: method_label(method),
-                route: route.to_owned(),
-                status,
+    /// [`method_label`]. `series`, the route's resolved series if it has them, spares the
+    /// family lookups.
+    pub fn observe_request(
+        &self,
+        series: Option<&RouteSeries>,
+        method: &str,
+        route: &str,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        let method = method_label(method);
+        let labels = || RequestLabels {
+            method,
+            route: route.to_owned(),
+            status,
+        };
+        let seconds = || {
+            self.request_seconds
+                .get_or_create(&RouteLabels {
+                    route: route.to_owned(),
+                })
+                .clone()
+        };
+        let Some(series) = series else {
+            self.requests.get_or_create(&labels()).inc();
+            seconds().observe(elapsed.as_secs_f64());
+            return;
+        };
+        let success = (200..300).contains(&status).then(|| {
+            series.success.get_or_init(|| {
+                (
+                    method,
+                    status,
+                    self.requests.get_or_create(&labels()).clone(),
+                )
             })
-            .inc();
-        self.request_seconds
-            .get_or_create(&RouteLabels {
-                route: route.to_owned(),
-            })
+        });
+        match success {
+            Some((seen_method, seen_status, counter))
+                if *seen_method == method && *seen_status == status =>
+            {
+                counter.inc();
+            }
+            _ => {
+                self.requests.get_or_create(&labels()).inc();
+            }
+        }
+        series
+            .seconds
+            .get_or_init(seconds)
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Counts one upstream call.
+    /// Counts one upstream call to `instance`, whose resolved series are `series`.
     pub fn observe_call(
         &self,
+        series: &CallSeries,
         service: &'static str,
         instance: &str,
         outcome: &'static str,
         elapsed: Duration,
     ) {
-        self.upstream_calls
-            .get_or_create(&UpstreamLabels {
-                service,
-                instance: instance.to_owned(),
-                outcome,
+        let labels = || UpstreamLabels {
+            service,
+            instance: instance.to_owned(),
+            outcome,
+        };
+        match CALL_OUTCOMES.iter().position(|known| *known == outcome) {
+            Some(at) => series.outcomes[at]
+                .get_or_init(|| self.upstream_calls.get_or_create(&labels()).clone())
+                .inc(),
+            None => self.upstream_calls.get_or_create(&labels()).inc(),
+        };
+        series
+            .seconds
+            .get_or_init(|| {
+                self.upstream_seconds
+                    .get_or_create(&ServiceLabels { service })
+                    .clone()
             })
-            .inc();
-        self.upstream_seconds
-            .get_or_create(&ServiceLabels { service })
             .observe(elapsed.as_secs_f64());
     }
 
@@ -410,17 +478,51 @@ mod tests {
     fn renders_what_was_observed() {
         let metrics = Metrics::new();
         metrics.observe_request(
+            None,
             "GET",
             "/v1/outings/uuid/{outing_uuid}",
             200,
             Duration::from_millis(3),
         );
-        metrics.observe_call("outing", "127.0.0.1:1", "ok", Duration::from_millis(2));
+        let series = CallSeries::default();
+        metrics.observe_call(
+            &series,
+            "outing",
+            "127.0.0.1:1",
+            "ok",
+            Duration::from_millis(2),
+        );
         let text = metrics.render();
         assert!(text.contains(r#"sms_gateway_http_requests_total{method="GET",route="/v1/outings/uuid/{outing_uuid}",status="200"} 1"#), "{text}");
         assert!(text.contains(r#"sms_gateway_upstream_calls_total{service="outing",instance="127.0.0.1:1",outcome="ok"} 1"#), "{text}");
         assert!(text.contains("sms_gateway_http_request_duration_seconds_bucket"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn resolved_series_count_like_the_families() {
+        let metrics = Metrics::new();
+        let route = RouteSeries::default();
+        let path = "/v1/outings/uuid/{outing_uuid}";
+        for (method, status) in [("GET", 200), ("GET", 200), ("GET", 404), ("HEAD", 200)] {
+            metrics.observe_request(Some(&route), method, path, status, Duration::ZERO);
+        }
+        let calls = CallSeries::default();
+        for outcome in ["ok", "ok", "deadline"] {
+            metrics.observe_call(&calls, "outing", "10.0.0.7:50051", outcome, Duration::ZERO);
+        }
+        let text = metrics.render();
+        for line in [
+            r#"sms_gateway_http_requests_total{method="GET",route="/v1/outings/uuid/{outing_uuid}",status="200"} 2"#,
+            r#"sms_gateway_http_requests_total{method="GET",route="/v1/outings/uuid/{outing_uuid}",status="404"} 1"#,
+            r#"sms_gateway_http_requests_total{method="HEAD",route="/v1/outings/uuid/{outing_uuid}",status="200"} 1"#,
+            r#"sms_gateway_http_request_duration_seconds_count{route="/v1/outings/uuid/{outing_uuid}"} 4"#,
+            r#"sms_gateway_upstream_calls_total{service="outing",instance="10.0.0.7:50051",outcome="ok"} 2"#,
+            r#"sms_gateway_upstream_calls_total{service="outing",instance="10.0.0.7:50051",outcome="deadline"} 1"#,
+            r#"sms_gateway_upstream_call_duration_seconds_count{service="outing"} 3"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 
     /// `sms_gateway_*` names used in `text` that the gateway does not export.
@@ -463,9 +565,9 @@ mod tests {
             "get",
             "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX",
         ] {
-            metrics.observe_request(method, "unmatched", 405, Duration::ZERO);
+            metrics.observe_request(None, method, "unmatched", 405, Duration::ZERO);
         }
-        metrics.observe_request("PATCH", "unmatched", 405, Duration::ZERO);
+        metrics.observe_request(None, "PATCH", "unmatched", 405, Duration::ZERO);
         let text = metrics.render();
         assert!(
             text.contains(r#"method="_OTHER",route="unmatched",status="405"} 4"#),

@@ -6,6 +6,8 @@
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::telemetry::metrics::RouteSeries;
+
 /// The facts of one request.
 #[derive(Debug, Default, Clone)]
 pub struct RequestRecord {
@@ -21,6 +23,8 @@ pub struct RequestRecord {
     pub trace_id: Option<String>,
     /// The login id of a login request (for the audit stream).
     pub login_id: Option<String>,
+    /// The matched endpoint's request metrics.
+    pub series: Option<Arc<RouteSeries>>,
 }
 
 /// A shared cell for one request's record.

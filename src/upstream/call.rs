@@ -279,8 +279,13 @@ impl Upstreams {
             Ok(admitted) => admitted,
             Err(open_for) => {
                 span.record("outcome", "breaker_open");
-                self.metrics
-                    .observe_call(service, &node.id, "breaker_open", Duration::ZERO);
+                self.metrics.observe_call(
+                    &node.calls,
+                    service,
+                    &node.id,
+                    "breaker_open",
+                    Duration::ZERO,
+                );
                 return Err(GatewayError::BreakerOpen {
                     instance: node.id.clone(),
                     open_for,
@@ -302,7 +307,7 @@ impl Upstreams {
         let outcome = outcome_label(&result);
         span.record("outcome", outcome);
         self.metrics
-            .observe_call(service, &node.id, outcome, started.elapsed());
+            .observe_call(&node.calls, service, &node.id, outcome, started.elapsed());
         let transition = node
             .breaker
             .record(permit, Outcome::of(&result), Instant::now());

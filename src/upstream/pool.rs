@@ -10,6 +10,7 @@ use tonic::transport::Endpoint;
 
 use super::breaker::Breaker;
 use super::connection::{ConnectSettings, Connection};
+use crate::telemetry::metrics::CallSeries;
 
 /// One backend instance and its reusable HTTP/2 connection.
 #[derive(Debug)]
@@ -22,6 +23,8 @@ pub struct Node {
     pub connection: Connection,
     /// The instance's breaker, kept by id across node-list changes.
     pub breaker: Arc<Breaker>,
+    /// Its call metrics, resolved on first use.
+    pub calls: CallSeries,
 }
 
 impl Node {
@@ -45,6 +48,7 @@ impl Node {
             address,
             connection,
             breaker,
+            calls: CallSeries::default(),
         })
     }
 }
