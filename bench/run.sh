@@ -323,8 +323,9 @@ TOTAL_SECONDS=$(elapsed_since "$STARTED")
     echo
     cat "$RESULTS/levers.md"
   fi
-  # Earlier levers runs (renamed levers-<date>.md), kept for the changes they measured.
-  for earlier in "$RESULTS"/levers-*.md; do
+  # Earlier levers runs (renamed levers-<date>.md), kept for the changes they measured;
+  # newest first.
+  for earlier in $(printf '%s\n' "$RESULTS"/levers-*.md | sort -r); do
     [ -f "$earlier" ] || continue
     echo
     cat "$earlier"
