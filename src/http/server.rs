@@ -31,6 +31,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -461,7 +462,8 @@ async fn connection(
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
 ) {
-    let tcp = Arc::new(tcp);
+    let (read, write) = tcp.into_split();
+    let write = Arc::new(write);
     let conn = Arc::new(ConnShared {
         server: server.clone(),
         peer,
@@ -471,7 +473,8 @@ async fn connection(
         pending: AtomicBool::new(false),
     });
     let io = SharedTcp {
-        tcp: tcp.clone(),
+        read,
+        write: write.clone(),
         conn: conn.clone(),
     };
     let service_conn = conn.clone();
@@ -514,7 +517,7 @@ async fn connection(
         }
     };
     if let Some(Err(err)) = result {
-        connection_error(&server, &conn, &tcp, err.as_ref());
+        connection_error(&server, &conn, (*write).as_ref(), err.as_ref());
     }
 }
 
@@ -603,33 +606,30 @@ fn check_head<B>(
     Ok(())
 }
 
-/// The socket shared between hyper and the listener, so that a 408 can still be
-/// written after hyper gave the connection up, and so the watchdog sees arriving bytes.
+/// The socket as hyper sees it: the read half is hyper's alone, the write half is shared
+/// with the listener, so that a 408 can still be written after hyper gave the connection
+/// up; reads tell the watchdog that bytes arrived.
 struct SharedTcp {
-    tcp: Arc<TcpStream>,
+    /// tokio's own read path: a read that leaves room in the buffer marks the socket
+    /// drained, so the next read waits for epoll instead of costing a `recvfrom` that
+    /// finds nothing (hyper reads again after every request head).
+    read: OwnedReadHalf,
+    write: Arc<OwnedWriteHalf>,
     conn: Arc<ConnShared>,
 }
 
 impl AsyncRead for SharedTcp {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        loop {
-            std::task::ready!(self.tcp.poll_read_ready(cx))?;
-            // Reads into the uninitialised part of hyper's buffer (no zeroing).
-            match self.tcp.try_read_buf(buf) {
-                Ok(n) => {
-                    if n > 0 {
-                        self.conn.pending.store(true, Ordering::Release);
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Err(err) => return Poll::Ready(Err(err)),
-            }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.read).poll_read(cx, buf);
+        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.conn.pending.store(true, Ordering::Release);
         }
+        read
     }
 }
 
@@ -640,8 +640,9 @@ impl AsyncWrite for SharedTcp {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         loop {
-            std::task::ready!(self.tcp.poll_write_ready(cx))?;
-            match self.tcp.try_write(data) {
+            let tcp: &TcpStream = (*self.write).as_ref();
+            std::task::ready!(tcp.poll_write_ready(cx))?;
+            match tcp.try_write(data) {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                 other => return Poll::Ready(other),
             }
@@ -654,8 +655,9 @@ impl AsyncWrite for SharedTcp {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         loop {
-            std::task::ready!(self.tcp.poll_write_ready(cx))?;
-            match self.tcp.try_write_vectored(bufs) {
+            let tcp: &TcpStream = (*self.write).as_ref();
+            std::task::ready!(tcp.poll_write_ready(cx))?;
+            match tcp.try_write_vectored(bufs) {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                 other => return Poll::Ready(other),
             }
@@ -671,7 +673,7 @@ impl AsyncWrite for SharedTcp {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // The descriptor is closed (FIN) when the last handle drops, right after.
+        // The write half sends FIN when its last handle drops, right after.
         Poll::Ready(Ok(()))
     }
 }
