@@ -96,6 +96,11 @@ cpu_ticks() {
   echo "${12} ${13}"
 }
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+# Context switches (voluntary and involuntary) of a process so far, all its threads.
+ctx_switches() {
+  cat "/proc/$1"/task/*/status 2>/dev/null |
+    awk '/^(nonv|v)oluntary_ctxt_switches:/ { n += $2 } END { print n + 0 }'
+}
 
 SVC_PID="" SVC_BASE="" GW_PID="" GW_PORT="" REDIS_PID="" REDIS_PORT=""
 

@@ -35,6 +35,13 @@ function floor_of(scenario) {
 }
 
 BEGIN {
+  # The before build and this one, measured in turn on this machine (bench/levers.sh).
+  if (levers != "") {
+    while ((getline line < levers) > 0) {
+      split(line, f, "\t")
+      if (f[1] == "before" || f[1] == "now") { lever_rate[f[1]] = f[7]; lever_max[f[1]] = f[8]; lever_commit[f[1]] = f[2] }
+    }
+  }
   if (callgrind != "") {
     while ((getline line < callgrind) > 0) {
       split(line, f, "\t")
@@ -51,7 +58,7 @@ NR == 1 {
 $col["state"] == "ok" {
   key = $col["scenario"] SUBSEP $col["mode"]
   if (!(key in seen)) { seen[key] = 1; order[++count] = key; target[key] = $col["target_rps"] }
-  split("rps p50_us p90_us p99_us gw_cpu_us_per_req gw_user_us_per_req gw_sys_us_per_req gw_rss_kb svc_cpu_us_per_req", metrics, " ")
+  split("rps p50_us p90_us p99_us gw_cpu_us_per_req gw_user_us_per_req gw_sys_us_per_req gw_rss_kb svc_cpu_us_per_req gw_switches_per_req svc_switches_per_req", metrics, " ")
   for (m in metrics) {
     v = $col[metrics[m]]
     if (v != "-" && v != "") {
@@ -64,8 +71,8 @@ $col["state"] == "ok" {
 }
 
 END {
-  print "| scenario | mode | req/s | p50 ms | p90 ms | p99 ms | gateway CPU µs/req | of which sys | services CPU µs/req | gateway ÷ services CPU | vs floor: req/s | vs floor: p50 | vs floor: p99 | allocations/req | instructions/req | gateway RSS MiB | not 2xx |"
-  print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  print "| scenario | mode | req/s | p50 ms | p90 ms | p99 ms | gateway CPU µs/req | of which sys | services CPU µs/req | gateway ÷ services CPU | vs floor: req/s | vs floor: p50 | vs floor: p99 | context switches/req: gateway · services | allocations/req | instructions/req | gateway RSS MiB | not 2xx |"
+  print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   for (i = 1; i <= count; i++) {
     key = order[i]
     split(key, part, SUBSEP)
@@ -86,11 +93,12 @@ END {
     name = scenario ~ /^floor-/ ? "*" scenario "* (direct gRPC)" : scenario
     allocs = allocations[scenario] != "" ? allocations[scenario] : "–"
     instr = instructions[scenario] != "" ? instructions[scenario] : "–"
-    printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", name, label,
+    switches = cell(key, "gw_switches_per_req", "%.2f", 1) " · " cell(key, "svc_switches_per_req", "%.2f", 1)
+    printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", name, label,
       cell(key, "rps", "%.0f", 1), cell(key, "p50_us", "%.2f", 0.001), cell(key, "p90_us", "%.2f", 0.001),
       cell(key, "p99_us", "%.2f", 0.001), cell(key, "gw_cpu_us_per_req", "%.1f", 1),
       cell(key, "gw_sys_us_per_req", "%.1f", 1), cell(key, "svc_cpu_us_per_req", "%.1f", 1), ratio_svc,
-      ratio_rps, ratio_p50, ratio_p99, allocs, instr, cell(key, "gw_rss_kb", "%.1f", 1 / 1024), bad
+      ratio_rps, ratio_p50, ratio_p99, switches, allocs, instr, cell(key, "gw_rss_kb", "%.1f", 1 / 1024), bad
   }
   print ""
   print "Allocations and instructions per request come from the callgrind pass (sequential"
@@ -111,4 +119,8 @@ END {
         target[key], cpu, 153.2 / cpu, ratio[key] != "" ? sprintf("%.2f×", ratio[key]) : "–"
     }
   }
+  if (lever_rate["before"] > 0 && lever_rate["now"] > 0 && lever_max["now"] > 0)
+    printf "- the before build (%s) and this one (%s), measured in turn on this machine by `bench/levers.sh` (below): %.1f → %.1f µs per request at the moderate rate (%.2f× less), %.1f → %.1f µs at full load (%.2f× less)\n",
+      lever_commit["before"], lever_commit["now"], lever_rate["before"], lever_rate["now"], lever_rate["before"] / lever_rate["now"],
+      lever_max["before"], lever_max["now"], lever_max["before"] / lever_max["now"]
 }

@@ -115,10 +115,11 @@ probe() {
     "$WORK/probe.headers" | tail -1 | grep . || echo -)"
 }
 
-HEADER="round	scenario	mode	target_rps	state	requests	seconds	rps	p50_us	p90_us	p99_us	max_us	socket_errors	non_2xx	gw_cpu_us_per_req	gw_user_us_per_req	gw_sys_us_per_req	gw_rss_kb	svc_cpu_us_per_req	note"
+HEADER="round	scenario	mode	target_rps	state	requests	seconds	rps	p50_us	p90_us	p99_us	max_us	socket_errors	non_2xx	gw_cpu_us_per_req	gw_user_us_per_req	gw_sys_us_per_req	gw_rss_kb	svc_cpu_us_per_req	gw_switches_per_req	svc_switches_per_req	note"
 echo "$HEADER" >"$RUNS"
 row() { local IFS=$'\t'; echo "$*" >>"$RUNS"; }
 per_req() { awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print "-" }'; }
+per_req_count() { awk -v c="$1" -v n="$2" 'BEGIN { if (n > 0) printf "%.2f", c / n; else print "-" }'; }
 
 declare -A APPLIED=() UNAVAILABLE=()
 
@@ -134,7 +135,7 @@ gateway_run() {
   fi
   if [ "$scenario" = cached-redis ] && [ -z "$REDIS_PID" ]; then
     UNAVAILABLE[$scenario]="redis-server is not installed"
-    row "$round" "$scenario" "$mode" "$target" unavailable - - - - - - - - - - - - - - "${UNAVAILABLE[$scenario]}"
+    row "$round" "$scenario" "$mode" "$target" unavailable - - - - - - - - - - - - - - - - "${UNAVAILABLE[$scenario]}"
     return 0
   fi
   start_services
@@ -167,7 +168,7 @@ gateway_run() {
   if [ "$verdict" != ok ]; then
     log "$scenario/$mode round $round: $verdict"
     UNAVAILABLE[$scenario]=$verdict
-    row "$round" "$scenario" "$mode" "$target" unavailable - - - - - - - - - - - - - - "$verdict"
+    row "$round" "$scenario" "$mode" "$target" unavailable - - - - - - - - - - - - - - - - "$verdict"
     stop_gateway
     stop_services
     return 0
@@ -176,9 +177,12 @@ gateway_run() {
   run_wrk "$WARMUP" "$rate" 2000000000 "$url" >/dev/null
   read -r -a g0 < <(cpu_ticks "$GW_PID")
   read -r -a s0 < <(cpu_ticks "$SVC_PID")
+  local gsw0 ssw0 gsw1 ssw1
+  gsw0=$(ctx_switches "$GW_PID") ssw0=$(ctx_switches "$SVC_PID")
   out=$(run_wrk "$DURATION" "$rate" 3000000000 "$url")
   read -r -a g1 < <(cpu_ticks "$GW_PID")
   read -r -a s1 < <(cpu_ticks "$SVC_PID")
+  gsw1=$(ctx_switches "$GW_PID") ssw1=$(ctx_switches "$SVC_PID")
   rss=$(rss_kb "$GW_PID")
   stop_gateway
   stop_services
@@ -189,7 +193,9 @@ gateway_run() {
   # shellcheck disable=SC2046
   row "$round" "$scenario" "$mode" "$target" ok $out \
     "$(per_req $((user + sys)) "$requests")" "$(per_req "$user" "$requests")" "$(per_req "$sys" "$requests")" \
-    "$rss" "$(per_req $((s1[0] + s1[1] - s0[0] - s0[1])) "$requests")" "fragments: ${applied:-none}"
+    "$rss" "$(per_req $((s1[0] + s1[1] - s0[0] - s0[1])) "$requests")" \
+    "$(per_req_count $((gsw1 - gsw0)) "$requests")" "$(per_req_count $((ssw1 - ssw0)) "$requests")" \
+    "fragments: ${applied:-none}"
   log "$scenario/$mode round $round: $(cut -f3 <<<"$out") req/s, gateway $(per_req $((user + sys)) "$requests") µs/req"
 }
 
@@ -204,9 +210,12 @@ floor_run() {
   "$LOAD" --addr "$addr" --rpc "$rpc" --concurrency "$CONNECTIONS" --duration "$WARMUP" \
     --write-base 2000000000 "${rate_args[@]}" >/dev/null 2>>"$WORK/load.log"
   read -r -a s0 < <(cpu_ticks "$SVC_PID")
+  local ssw0 ssw1
+  ssw0=$(ctx_switches "$SVC_PID")
   out=$("$LOAD" --addr "$addr" --rpc "$rpc" --concurrency "$CONNECTIONS" --duration "$DURATION" \
     --write-base 3000000000 "${rate_args[@]}" 2>>"$WORK/load.log" | tail -1)
   read -r -a s1 < <(cpu_ticks "$SVC_PID")
+  ssw1=$(ctx_switches "$SVC_PID")
   stop_services
   local requests errors statuses non2xx
   requests=$(cut -f1 <<<"$out")
@@ -214,7 +223,8 @@ floor_run() {
   statuses=$(cut -f9 <<<"$out")
   non2xx=$(tr ',' '\n' <<<"$statuses" | awk -F: '$1 !~ /^2/ { n += $2 } END { print n + 0 }')
   row "$round" "floor-$rpc" "$mode" "$target" ok "$(cut -f1-7 <<<"$out")" "$errors" "$non2xx" \
-    - - - - "$(per_req $((s1[0] + s1[1] - s0[0] - s0[1])) "$requests")" "in-band: $statuses"
+    - - - - "$(per_req $((s1[0] + s1[1] - s0[0] - s0[1])) "$requests")" \
+    - "$(per_req_count $((ssw1 - ssw0)) "$requests")" "in-band: $statuses"
   log "floor-$rpc/$mode round $round: $(cut -f3 <<<"$out") calls/s"
 }
 
@@ -286,11 +296,13 @@ TOTAL_SECONDS=$(elapsed_since "$STARTED")
   echo "CPU figures come from \`/proc/<pid>/stat\` (utime + stime, clock tick $((1000000 / CLK_TCK)) µs) over"
   echo "the measured window only, divided by the requests completed in it. *services* is the"
   echo "one process serving all five reference services. Latencies are wrk's (send to"
-  echo "response, per connection) and, for the floor, per call from send to reply."
+  echo "response, per connection) and, for the floor, per call from send to reply. Context"
+  echo "switches (voluntary and involuntary, every thread, \`/proc/<pid>/task/*/status\`) are"
+  echo "counted over the same window."
   echo
   echo "## Results (median of $ROUNDS rounds; min–max in brackets)"
   echo
-  awk -F'\t' -v budget=25 -v callgrind="$CALLGRIND" -f "$ROOT/bench/report.awk" "$RUNS"
+  awk -F'\t' -v budget=25 -v callgrind="$CALLGRIND" -v levers="$RESULTS/levers.tsv" -f "$ROOT/bench/report.awk" "$RUNS"
   if [ ${#UNAVAILABLE[@]} -gt 0 ]; then
     echo
     echo "Not measured:"
