@@ -112,10 +112,10 @@ END {
     if (part[1] != "read" || !((key, "gw_cpu_us_per_req") in measured)) continue
     cpu = median(values[key, "gw_cpu_us_per_req"])
     if (part[2] == "max") {
-      printf "- at saturation: gateway CPU %.1f µs per request (≤ 40 µs wanted: half of structured-proxy's 79 µs on the machine of the issue; 40.8 µs here before); %s the reference services' own CPU per request (≤ 1.3× wanted; 2.1× before); p99 %s the floor's (≤ 2× wanted)\n",
+      printf "- at saturation: gateway CPU %.1f µs per request (≤ 40 µs wanted: half of structured-proxy's 79 µs on the machine of the issue, where the before build took 64 µs); %s the reference services' own CPU per request (≤ 1.3× wanted; 2.1× before); p99 %s the floor's (≤ 2× wanted)\n",
         cpu, ratio[key] != "" ? sprintf("%.2f×", ratio[key]) : "–", p99_ratio[key] != "" ? sprintf("%.2f×", p99_ratio[key]) : "–"
     } else {
-      printf "- at %s req/s: gateway CPU %.1f µs per request against 153.2 µs before (%.2f× less; ≥ 2× wanted); %s the services' own\n",
+      printf "- at %s req/s: gateway CPU %.1f µs per request against the issue's 153.2 µs on its machine (%.2f× less; ≥ 2× wanted); %s the services' own\n",
         target[key], cpu, 153.2 / cpu, ratio[key] != "" ? sprintf("%.2f×", ratio[key]) : "–"
     }
   }

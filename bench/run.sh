@@ -281,7 +281,7 @@ TOTAL_SECONDS=$(elapsed_since "$STARTED")
   echo "|---|---|"
   echo "| machine | $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r) |"
   echo "| toolchain | $(rustc --version) |"
-  echo "| source | $(git rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git status --porcelain 2>/dev/null)" ] && echo ' + uncommitted changes') |"
+  echo "| source | $(git rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git status --porcelain -- . ':!BENCHMARKS.md' ':!bench/results' 2>/dev/null)" ] && echo ' + uncommitted changes') |"
   echo "| release profile | $(awk '/^\[profile.release\]/ { on = 1; next } /^\[/ { on = 0 } on && NF { s = s (s ? "; " : "") $0 } END { print s }' Cargo.toml) |"
   echo "| load generator | $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), $WRK_THREADS threads, $CONNECTIONS connections, HTTP/1.1 keep-alive |"
   echo "| floor client | \`examples/grpc_load.rs\`: 1 HTTP/2 connection (as the gateway keeps per instance), $CONNECTIONS calls in flight |"
