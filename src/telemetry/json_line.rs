@@ -167,18 +167,9 @@ struct Fields<'a> {
 
 impl Fields<'_> {
     fn key(&mut self, field: &Field) {
-        let name = field.name();
-        if needs_escape(name) {
-            self.out.push(',');
-            string(self.out, name);
-            self.out.push(':');
-        } else {
-            // Field names are identifiers: the common case is three plain copies.
-            self.out.reserve(name.len() + 4);
-            self.out.push_str(",\"");
-            self.out.push_str(name);
-            self.out.push_str("\":");
-        }
+        self.out.push(',');
+        string(self.out, field.name());
+        self.out.push(':');
     }
 
     fn integer(&mut self, field: &Field, value: impl itoa::Integer) {

@@ -66,14 +66,35 @@ pub struct ServiceLabels {
     pub service: &'static str,
 }
 
-/// The outcomes an upstream call is labelled with.
-pub const CALL_OUTCOMES: [&str; 5] = ["ok", "deadline", "unreachable", "breaker_open", "error"];
+/// What an upstream call came to: the closed set of its `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    Ok,
+    Deadline,
+    Unreachable,
+    BreakerOpen,
+    Error,
+}
+
+impl CallOutcome {
+    const COUNT: usize = 5;
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Deadline => "deadline",
+            Self::Unreachable => "unreachable",
+            Self::BreakerOpen => "breaker_open",
+            Self::Error => "error",
+        }
+    }
+}
 
 /// One instance's call series, each looked up in its family on its first use only: the
 /// lookup hashes the labels and copies the instance id, on every call otherwise.
 #[derive(Debug, Default)]
 pub struct CallSeries {
-    outcomes: [OnceLock<Counter>; CALL_OUTCOMES.len()],
+    outcomes: [OnceLock<Counter>; CallOutcome::COUNT],
     seconds: OnceLock<Histogram>,
 }
 
@@ -421,20 +442,19 @@ impl Metrics {
         series: &CallSeries,
         service: &'static str,
         instance: &str,
-        outcome: &'static str,
+        outcome: CallOutcome,
         elapsed: Duration,
     ) {
-        let labels = || UpstreamLabels {
-            service,
-            instance: instance.to_owned(),
-            outcome,
-        };
-        match CALL_OUTCOMES.iter().position(|known| *known == outcome) {
-            Some(at) => series.outcomes[at]
-                .get_or_init(|| self.upstream_calls.get_or_create(&labels()).clone())
-                .inc(),
-            None => self.upstream_calls.get_or_create(&labels()).inc(),
-        };
+        series.outcomes[outcome as usize]
+            .get_or_init(|| {
+                let labels = UpstreamLabels {
+                    service,
+                    instance: instance.to_owned(),
+                    outcome: outcome.as_str(),
+                };
+                self.upstream_calls.get_or_create(&labels).clone()
+            })
+            .inc();
         series
             .seconds
             .get_or_init(|| {
@@ -489,7 +509,7 @@ mod tests {
             &series,
             "outing",
             "127.0.0.1:1",
-            "ok",
+            CallOutcome::Ok,
             Duration::from_millis(2),
         );
         let text = metrics.render();
@@ -508,7 +528,7 @@ mod tests {
             metrics.observe_request(Some(&route), method, path, status, Duration::ZERO);
         }
         let calls = CallSeries::default();
-        for outcome in ["ok", "ok", "deadline"] {
+        for outcome in [CallOutcome::Ok, CallOutcome::Ok, CallOutcome::Deadline] {
             metrics.observe_call(&calls, "outing", "10.0.0.7:50051", outcome, Duration::ZERO);
         }
         let text = metrics.render();

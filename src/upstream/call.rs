@@ -18,7 +18,7 @@ use super::connection::{CallError, ConnectSettings};
 use super::pool::{NoPick, Node, ServicePool};
 use crate::http::GatewayError;
 use crate::telemetry::Metrics;
-use crate::telemetry::metrics::InstanceLabels;
+use crate::telemetry::metrics::{CallOutcome, InstanceLabels};
 use crate::telemetry::propagation::{CallContext, jaeger, w3c};
 use crate::telemetry::record;
 
@@ -278,14 +278,10 @@ impl Upstreams {
         let (permit, transition) = match admitted {
             Ok(admitted) => admitted,
             Err(open_for) => {
-                span.record("outcome", "breaker_open");
-                self.metrics.observe_call(
-                    &node.calls,
-                    service,
-                    &node.id,
-                    "breaker_open",
-                    Duration::ZERO,
-                );
+                let outcome = CallOutcome::BreakerOpen;
+                span.record("outcome", outcome.as_str());
+                self.metrics
+                    .observe_call(&node.calls, service, &node.id, outcome, Duration::ZERO);
                 return Err(GatewayError::BreakerOpen {
                     instance: node.id.clone(),
                     open_for,
@@ -304,8 +300,8 @@ impl Upstreams {
         )
         .instrument(span.clone())
         .await;
-        let outcome = outcome_label(&result);
-        span.record("outcome", outcome);
+        let outcome = outcome_of(&result);
+        span.record("outcome", outcome.as_str());
         self.metrics
             .observe_call(&node.calls, service, &node.id, outcome, started.elapsed());
         let transition = node
@@ -364,14 +360,14 @@ fn retriable(err: &GatewayError) -> bool {
         || matches!(err, GatewayError::Upstream { grpc_code, .. } if *grpc_code == tonic::Code::Unavailable as i32)
 }
 
-/// The outcome name of a call for metrics and spans.
-fn outcome_label<T>(result: &Result<T, GatewayError>) -> &'static str {
+/// The outcome of a call for metrics and spans.
+fn outcome_of<T>(result: &Result<T, GatewayError>) -> CallOutcome {
     match result {
-        Ok(_) => "ok",
-        Err(GatewayError::Deadline { .. }) => "deadline",
-        Err(GatewayError::NoHealthyInstance { .. }) => "unreachable",
-        Err(GatewayError::BreakerOpen { .. }) => "breaker_open",
-        Err(_) => "error",
+        Ok(_) => CallOutcome::Ok,
+        Err(GatewayError::Deadline { .. }) => CallOutcome::Deadline,
+        Err(GatewayError::NoHealthyInstance { .. }) => CallOutcome::Unreachable,
+        Err(GatewayError::BreakerOpen { .. }) => CallOutcome::BreakerOpen,
+        Err(_) => CallOutcome::Error,
     }
 }
 

@@ -81,5 +81,5 @@ fn write_hex(out: &mut [u8], bytes: &[u8]) {
 /// `bytes` (ASCII, as [`write_hex`] and the separators make them) as a string.
 fn ascii_string(bytes: &[u8]) -> String {
     // ASCII is valid UTF-8: one check and one copy, not a char at a time.
-    String::from_utf8_lossy(bytes).into_owned()
+    String::from_utf8(bytes.to_vec()).unwrap_or_default()
 }
