@@ -23,7 +23,7 @@ BIN=$TARGET_DIR/release/sms-gateway
 # The reference services' binary (BENCH_SERVICES_BIN: A/B runs of two gateway builds
 # against the same services).
 SVC_BIN=${BENCH_SERVICES_BIN:-$BIN}
-LOAD=$TARGET_DIR/release/examples/grpc_load
+LOAD=$TARGET_DIR/release/grpc_load
 CLK_TCK=$(getconf CLK_TCK)
 
 WORK=$(mktemp -d /tmp/sms-bench.XXXXXX)

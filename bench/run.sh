@@ -4,7 +4,7 @@
 #
 #   bench/run.sh
 #
-# It builds the release binary and the floor load client (examples/grpc_load.rs),
+# It builds the release binary and the floor load client (bench/grpc_load.rs),
 # installs wrk with apt when it is missing, then for every scenario × mode × round
 # starts fresh reference services (`sms-gateway services`) and a fresh gateway
 # (`sms-gateway serve` with a generated config and JWT secret, logs at warn), warms up,
@@ -26,7 +26,6 @@
 #                        (instructions and allocations per request); 0 skips it
 #   BENCH_SERVICES_BIN=  another binary for the reference services (A/B of two builds)
 #   BENCH_SKIP_BUILD=1   use the binaries already in target/release (while iterating)
-#   BENCH_EXACT_BUILD=1  build the gateway with production features only (slower build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -53,27 +52,18 @@ RUNS=$RESULTS/runs.tsv
 ensure_wrk
 
 # --- build -------------------------------------------------------------------------
-# One invocation builds the gateway and the floor client together, so the gateway's
-# dependencies are compiled once, with the features the example's dev-dependencies add
-# (tokio's test-util: a mutex around the time driver's clock, taken when timers are
-# processed; nothing else of the request path changes). BENCH_EXACT_BUILD=1 builds the
-# gateway alone first, with exactly the production features (about twice the build).
+# One invocation builds the gateway and the floor client (a binary behind the
+# `bench-load` feature, not an example: examples bring the dev-dependencies' features,
+# and tokio's `test-util` alone made every clock read take a mutex in the gateway built
+# beside one). The gateway measured is the one `cargo build --release` ships.
 log "building (release)"
 BUILD_TIMES="0 0 0"
-BUILD_KIND="one invocation: \`cargo build --release --locked --bin sms-gateway --example grpc_load\`"
-if [ "${BENCH_EXACT_BUILD:-0}" = 1 ]; then
-  BUILD_KIND="the gateway alone (production features), then the example: two invocations"
-fi
+BUILD_KIND="one invocation: \`cargo build --release --locked --features bench-load --bin sms-gateway --bin grpc_load\` (production features; \`bench-load\` only adds the floor client)"
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   # Wall, user and system seconds of the build (cargo's own output stays on stderr).
   TIMEFORMAT='%R %U %S'
   { time {
-    if [ "${BENCH_EXACT_BUILD:-0}" = 1 ]; then
-      cargo build --release --locked --bin sms-gateway 2>&3
-      cargo build --release --locked --example grpc_load 2>&3
-    else
-      cargo build --release --locked --bin sms-gateway --example grpc_load 2>&3
-    fi
+    cargo build --release --locked --features bench-load --bin sms-gateway --bin grpc_load 2>&3
   }; } 3>&2 2>"$WORK/build.time"
   BUILD_TIMES=$(tail -1 "$WORK/build.time")
 else
@@ -284,7 +274,7 @@ TOTAL_SECONDS=$(elapsed_since "$STARTED")
   echo "| source | $(git rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git status --porcelain -- . ':!BENCHMARKS.md' ':!bench/results' 2>/dev/null)" ] && echo ' + uncommitted changes') |"
   echo "| release profile | $(awk '/^\[profile.release\]/ { on = 1; next } /^\[/ { on = 0 } on && NF { s = s (s ? "; " : "") $0 } END { print s }' Cargo.toml) |"
   echo "| load generator | $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2), $WRK_THREADS threads, $CONNECTIONS connections, HTTP/1.1 keep-alive |"
-  echo "| floor client | \`examples/grpc_load.rs\`: 1 HTTP/2 connection (as the gateway keeps per instance), $CONNECTIONS calls in flight |"
+  echo "| floor client | \`bench/grpc_load.rs\`: 1 HTTP/2 connection (as the gateway keeps per instance), $CONNECTIONS calls in flight |"
   echo "| per run | fresh services and gateway, ${WARMUP} s warm-up (excluded), ${DURATION} s measured; $ROUNDS rounds |"
   echo "| moderate rate | $RATE req/s ($LOGIN_RATE req/s for logins, whose backend cost is an Argon2 hash), paced on a fixed schedule by \`bench/wrk.lua\` (wrk's \`delay()\`) and by \`grpc_load --rate\` |"
   echo "| gateway config | generated; logs JSON at \`$LOG_LEVEL\` (info: one line per request) to a file (read-slow-stdout: to a pipe read at 400 KB/s); runtime: ${BENCH_WORKERS:-default (thread_per_core, one worker per CPU)}; fragments accepted by this build: $(for s in $SCENARIOS; do printf '%s: %s; ' "$s" "${APPLIED[$s]:-none}"; done | sed 's/; $//') |"
@@ -325,7 +315,7 @@ TOTAL_SECONDS=$(elapsed_since "$STARTED")
   echo "#   writes: BENCH_KIND=write (POST /v1/outings, one non-overlapping outing per request)"
   echo "#   logins: BENCH_KIND=login (POST /v1/login/student); rate mode: BENCH_RATE=$RATE BENCH_THREADS=$WRK_THREADS"
   echo "# the floor"
-  echo "target/release/examples/grpc_load --addr 127.0.0.1:\$((BASE + 2)) --rpc read --concurrency $CONNECTIONS --duration $DURATION [--rate $RATE]"
+  echo "target/release/grpc_load --addr 127.0.0.1:\$((BASE + 2)) --rpc read --concurrency $CONNECTIONS --duration $DURATION [--rate $RATE]"
   echo '```'
   if [ -f "$RESULTS/hot_path.md" ]; then
     echo

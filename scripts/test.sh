@@ -77,7 +77,8 @@ if [ -z "$engine_error" ]; then
 fi
 
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
+# --all-features: the bench's floor client (feature bench-load) is linted too.
+cargo clippy --all-targets --all-features --locked -- -D warnings
 ./deploy/check.sh
 # Examples and benches are built by clippy above; only test targets run here.
 cargo test --locked --lib --bins --tests

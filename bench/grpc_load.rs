@@ -3,9 +3,9 @@
 //! `span-context` metadata), and prints throughput and latency percentiles.
 //!
 //! ```sh
-//! cargo build --release --example grpc_load
-//! target/release/examples/grpc_load --addr 127.0.0.1:50053 --rpc read --duration 5
-//! target/release/examples/grpc_load --addr 127.0.0.1:50053 --rpc write --rate 2000
+//! cargo build --release --features bench-load --bin grpc_load
+//! target/release/grpc_load --addr 127.0.0.1:50053 --rpc read --duration 5
+//! target/release/grpc_load --addr 127.0.0.1:50053 --rpc write --rate 2000
 //! ```
 //!
 //! The last line of stdout is one tab-separated row (see [`Report::row`]); everything
