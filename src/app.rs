@@ -5,38 +5,32 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, header};
-use axum::middleware::{self, Next};
+use axum::extract::Request;
+use axum::http::{Method, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, post};
-use opentelemetry::trace::TraceContextExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{AllowOrigin, Any, CorsLayer};
-use tower_http::request_id::RequestId;
-use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::audit::{Audit, AuditKind, Facts, RequestFacts};
+use crate::audit::{Audit, AuditKind, Facts};
 use crate::auth::{JwtKeys, TokenLifetimes};
 use crate::cache::Cache;
 use crate::config::{Config, DiscoveryMode};
 use crate::endpoints;
+use crate::guard::layer::IpGuardService;
 use crate::guard::{Guard, GuardConfigError};
 use crate::http::GatewayError;
-use crate::http::error::Failure;
-use crate::http::request_id::{self, X_REQUEST_ID};
+use crate::http::cors::CorsLayer;
+use crate::http::observe::{Observe, ObserveLayer};
 use crate::http::server::ServerSettings;
-use crate::telemetry::json_line::IpText;
-use crate::telemetry::metrics::{CacheLabels, RejectionLabels, RouteSeries, method_label};
-use crate::telemetry::record::{self, RecordCell, RequestRecord};
-use crate::telemetry::{Metrics, propagation};
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::RouteSeries;
+use crate::telemetry::record;
 use crate::upstream::broadcast::{self, BroadcastSettings};
 use crate::upstream::call::ServiceSettings;
 use crate::upstream::consul::ConsulClient;
@@ -87,7 +81,7 @@ pub enum BuildError {
 #[derive(Debug)]
 pub struct Gateway {
     pub state: Arc<AppState>,
-    pub router: Router,
+    pub router: App,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -266,9 +260,12 @@ fn replica_name() -> String {
         .unwrap_or_else(|_| uuid::Uuid::new_v4().simple().to_string()[..12].to_owned())
 }
 
-/// The full router: `/ping`, every endpoint of the table, envelope 404/405, and the
-/// tower layers.
-pub fn router(state: Arc<AppState>, config: &Config) -> Result<Router, BuildError> {
+/// The public listener's service: [`ObserveLayer`] and the client-IP guard once around
+/// the router of `/ping`, every endpoint of the table and the envelope 404/405.
+pub type App = Observe<IpGuardService<Router>>;
+
+/// The full service of the public listener (see [`App`]).
+pub fn router(state: Arc<AppState>, config: &Config) -> Result<App, BuildError> {
     let table = endpoints::table();
     endpoints::check(&table)?;
     // The OpenAPI document is generated from the table once, here, and served as is.
@@ -281,41 +278,72 @@ pub fn router(state: Arc<AppState>, config: &Config) -> Result<Router, BuildErro
         let state = state.clone();
         let series = Arc::new(RouteSeries::default());
         let handler = move |request: Request| {
-            record::update(|r| r.series = Some(series.clone()));
+            record::update(|r| {
+                r.route = Some(path);
+                r.series = Some(series.clone());
+            });
             crate::pipeline::serve(state.clone(), endpoint.clone(), request)
         };
         let route = by_path.remove(path).unwrap_or_default().on(filter, handler);
-        by_path.insert(path, route.fallback(method_not_allowed));
+        by_path.insert(
+            path,
+            route.fallback(move |request: Request| async move {
+                record::update(|r| r.route = Some(path));
+                method_not_allowed(request).await
+            }),
+        );
     }
     // On the API router, so the document gets CORS (Swagger UI on another origin).
-    let mut api = Router::new().route(crate::openapi::PATH, openapi.fallback(method_not_allowed));
+    let mut api = Router::new().route(
+        crate::openapi::PATH,
+        named(crate::openapi::PATH, openapi.fallback(method_not_allowed)),
+    );
     for (path, route) in by_path {
         api = api.route(path, route);
     }
     let api = api.fallback(not_found).layer(cors(config));
     // `/metrics` is on the admin listener (src/admin.rs), not here.
-    let mut app = Router::new().route("/ping", get(ping).fallback(method_not_allowed));
+    let mut app = Router::new().route(
+        "/ping",
+        named("/ping", get(ping).fallback(method_not_allowed)),
+    );
     if let (DiscoveryMode::Consul, Some(token)) =
         (config.discovery.mode, &config.consul.webhook_token)
     {
         let webhook = Arc::new(Webhook::new(token.clone(), state.discovery.clone()));
         app = app.route(
-            "/events/types/consul-change",
-            post(webhook::handle)
-                .with_state(webhook)
-                .fallback(method_not_allowed),
+            webhook::PATH,
+            named(
+                webhook::PATH,
+                post(webhook::handle)
+                    .with_state(webhook)
+                    .fallback(method_not_allowed),
+            ),
         );
     }
-    let app = app.merge(api);
-    // Outermost first: a panic anywhere becomes an envelope; `observe` gives every
-    // request and response a fresh request id and marks Authorization sensitive before
-    // anything logs.
-    let layers = ServiceBuilder::new()
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
-        // Flooding client IPs are refused before routing (429, then 403 while blocked).
-        .layer(state.guard.layer());
-    Ok(app.layer(layers))
+    // axum turns a handler into its route service (the handler and every layer over it,
+    // boxed) on each request until the state is supplied; supplying it here does that
+    // once for the life of the listener.
+    let app = app.merge(api).with_state(());
+    // Outermost first: `observe` gives every request and response a fresh request id,
+    // marks Authorization sensitive before anything logs, and turns a panic anywhere
+    // into an envelope; flooding client IPs are refused before routing (429, then 403
+    // while blocked).
+    Ok(ServiceBuilder::new()
+        .layer(ObserveLayer::new(state.clone()))
+        .layer(state.guard.layer())
+        .service(app))
+}
+
+/// `route` with its template written to the request's record, where the layers outside
+/// the router read it (endpoints write theirs in their handler, on the hot path).
+fn named(path: &'static str, route: MethodRouter) -> MethodRouter {
+    route.layer(middleware::map_request(
+        move |request: Request| async move {
+            record::update(|r| r.route = Some(path));
+            request
+        },
+    ))
 }
 
 fn method_filter(method: &Method) -> MethodFilter {
@@ -332,30 +360,24 @@ fn method_filter(method: &Method) -> MethodFilter {
 /// CORS as documented (spec §4.15), with configurable origins; `X-Request-Id` is
 /// exposed so browser clients can report it.
 fn cors(config: &Config) -> CorsLayer {
-    let origins = &config.http.cors_origins;
-    let allow_origin = if origins.iter().any(|o| o == "*") {
-        AllowOrigin::from(Any)
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
-    };
-    CorsLayer::new()
-        .allow_origin(allow_origin)
-        .allow_methods([
+    CorsLayer::new(
+        &config.http.cors_origins,
+        &[
             Method::GET,
             Method::POST,
             Method::PUT,
             Method::PATCH,
             Method::DELETE,
             Method::HEAD,
-        ])
-        .allow_headers([
+        ],
+        &[
             header::ORIGIN,
             header::CONTENT_LENGTH,
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
-        ])
-        .expose_headers([X_REQUEST_ID.clone()])
-        .max_age(Duration::from_secs(12 * 3600))
+        ],
+        Duration::from_secs(12 * 3600),
+    )
 }
 
 async fn ping() -> Response {
@@ -379,177 +401,12 @@ async fn method_not_allowed(request: Request) -> GatewayError {
     }
 }
 
-fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    GatewayError::Internal("a request handler panicked".to_owned()).into_response()
-}
-
-/// Observes every request: a fresh request id in place of any the client sent (the
-/// backends require a UUID; on the request, its extensions and the response), Authorization marked sensitive, a server
-/// span named by the route template (continuing an incoming W3C `traceparent`), one log
-/// line with what the stages recorded, and the request metrics.
-async fn observe(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let id = request_id::fresh();
-    let headers = request.headers_mut();
-    headers.insert(X_REQUEST_ID.clone(), id.clone());
-    if let header::Entry::Occupied(mut authorization) = headers.entry(header::AUTHORIZATION) {
-        authorization
-            .iter_mut()
-            .for_each(|value| value.set_sensitive(true));
-    }
-    request.extensions_mut().insert(RequestId::new(id.clone()));
-    let method = request.method().clone();
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let request_id = id.to_str().unwrap_or("").to_owned();
-    // The guard's client-IP rule, for the audit stream.
-    let client_ip = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|peer| state.guard.ip().client_ip(peer.0.ip(), request.headers()));
-    // OTel HTTP server conventions: named `{METHOD} {route}`, ERROR status on 5xx only.
-    let span = tracing::debug_span!(
-        "request",
-        otel.name = tracing::field::Empty,
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = method_label(method.as_str()),
-        http.route = route,
-        http.response.status_code = tracing::field::Empty,
-        request.id = %request_id,
-        caller.kind = tracing::field::Empty,
-    );
-    if !span.is_disabled() {
-        span.record("otel.name", format!("{method} {route}"));
-        if let Some(parent) = propagation::w3c::extract(request.headers()) {
-            let _ignored = span.set_parent(parent);
-        }
-    }
-    let cell = RecordCell::default();
-    let mut response = record::scope(cell.clone(), next.run(request))
-        .instrument(span.clone())
-        .await;
-    response
-        .headers_mut()
-        .entry(X_REQUEST_ID.clone())
-        .or_insert(id);
-    let status = response.status().as_u16();
-    let elapsed = started.elapsed();
-    // As an integer attribute (tracing would record a u16 as text).
-    span.record("http.response.status_code", i64::from(status));
-    if status >= 500 {
-        span.record("otel.status_code", "ERROR");
-    }
-    // The request is over: nothing writes the record any more, so take it whole.
-    let record = cell
-        .lock()
-        .map(|mut record| std::mem::take(&mut *record))
-        .unwrap_or_default();
-    state.metrics.observe_request(
-        record.series.as_deref(),
-        method.as_str(),
-        route,
-        status,
-        elapsed,
-    );
-    let span_trace = (!span.is_disabled())
-        .then(|| span.context().span().span_context().trace_id())
-        .filter(|id| *id != opentelemetry::trace::TraceId::INVALID)
-        .map(|id| id.to_string());
-    let trace_id = span_trace
-        .or_else(|| record.trace_id.clone())
-        .unwrap_or_default();
-    let failure = response.extensions().get::<Failure>();
-    count_outcomes(&state.metrics, route, &record, failure);
-    if let Some(Failure(err)) = failure {
-        let facts = RequestFacts {
-            route,
-            client_ip,
-            caller: record.caller.as_deref(),
-            login_id: record.login_id.as_deref(),
-            request_id: &request_id,
-            service_known: record.service.is_some(),
-        };
-        state.audit.observe(facts, err);
-    }
-    let code = failure.map_or(0, |Failure(err)| err.code());
-    let latency_us = elapsed.as_micros() as u64;
-    let caller = record.caller.as_deref().unwrap_or("");
-    let service = record.service.unwrap_or("");
-    let instance = record.instance.as_deref().unwrap_or("");
-    let cache = record.cache.unwrap_or("");
-    let client_text = record.client.map(IpText::new);
-    let client = client_text.as_ref().map(IpText::as_str);
-    match failure {
-        Some(Failure(err)) if status >= 500 => tracing::error!(
-            method = method.as_str(), route, status, code, latency_us, request_id, trace_id, client, caller, service, instance, cache, error = %err, "request"
-        ),
-        _ => tracing::info!(
-            method = method.as_str(),
-            route,
-            status,
-            code,
-            latency_us,
-            request_id,
-            trace_id,
-            client,
-            caller,
-            service,
-            instance,
-            cache,
-            "request"
-        ),
-    }
-    response
-}
-
-/// Counts cache results and rejections of one request.
-fn count_outcomes(
-    metrics: &Metrics,
-    route: &str,
-    record: &RequestRecord,
-    failure: Option<&Failure>,
-) {
-    if let Some(cache) = record.cache {
-        let result = match cache {
-            "HIT" => "hit",
-            "MISS" => "miss",
-            "STALE" => "stale",
-            _ => "bypass",
-        };
-        metrics
-            .cache_results
-            .get_or_create(&CacheLabels {
-                route: route.to_owned(),
-                result,
-            })
-            .inc();
-    }
-    let kind = match failure {
-        Some(Failure(GatewayError::Blocked { .. })) => "ip_blocked",
-        // The pipeline names the service before its rate limit; the IP guard runs
-        // before routing, so no service is known then.
-        Some(Failure(GatewayError::RateLimited { .. })) if record.service.is_some() => {
-            "service_limited"
-        }
-        Some(Failure(GatewayError::RateLimited { .. })) => "ip_limited",
-        _ => return,
-    };
-    metrics
-        .rejections
-        .get_or_create(&RejectionLabels {
-            kind,
-            service: record.service.unwrap_or(""),
-        })
-        .inc();
-}
-
 /// Serves `router` on `listener` with the default edge limits (see
 /// [`crate::http::server`]) until `shutdown` resolves, then lets in-flight requests
 /// finish for at most `grace`.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    router: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
@@ -568,7 +425,7 @@ pub async fn serve(
 /// Serves `router` on `listener` with `settings`, counting connections in `metrics`.
 pub async fn serve_with(
     listener: TcpListener,
-    router: Router,
+    router: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
     settings: ServerSettings,
     metrics: Arc<Metrics>,

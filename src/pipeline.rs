@@ -383,8 +383,9 @@ async fn run(
     let request_id = parts
         .extensions
         .get::<RequestId>()
-        .and_then(|id| id.header_value().to_str().ok())
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        .map_or_else(crate::http::request_id::fresh, |id| {
+            id.header_value().clone()
+        });
     let ctx = RequestContext {
         principal,
         params,

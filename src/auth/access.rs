@@ -63,7 +63,7 @@ impl Access {
         };
         if let Some(param) = own {
             let target = path(param).unwrap_or_default();
-            if Kind::of_uuid(target) == Some(kind) && target != principal.uuid {
+            if Kind::of_uuid(target) == Some(kind) && target != &*principal.uuid {
                 return Err(GatewayError::forbidden(format!(
                     "a {kind} account may only use its own {param}"
                 )));

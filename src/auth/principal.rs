@@ -1,6 +1,7 @@
 //! The authenticated caller and its account kind, read from the uuid prefix (spec §2.7).
 
 use std::fmt;
+use std::sync::Arc;
 
 /// An account kind that may hold a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,8 +54,9 @@ impl fmt::Display for Kind {
 /// The caller of a request that carried a valid token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The token's `uuid` claim, forwarded to the backends as the caller's uuid.
-    pub uuid: String,
+    /// The token's `uuid` claim, forwarded to the backends as the caller's uuid (shared:
+    /// a request's principal is a clone of the verified token's).
+    pub uuid: Arc<str>,
     /// `None` when the uuid has no known prefix: such a caller passes no kind rule.
     pub kind: Option<Kind>,
 }
@@ -63,7 +65,10 @@ impl Principal {
     /// A principal from a token's `uuid` claim.
     pub fn from_uuid(uuid: String) -> Self {
         let kind = Kind::of_uuid(&uuid);
-        Self { uuid, kind }
+        Self {
+            uuid: uuid.into(),
+            kind,
+        }
     }
 }
 

@@ -94,7 +94,7 @@ pub struct Call<'a> {
 impl Call<'_> {
     /// The caller's uuid, or `""` on public endpoints.
     pub fn caller(&self) -> &str {
-        self.principal.map_or("", |p| p.uuid.as_str())
+        self.principal.map_or("", |p| &p.uuid)
     }
 
     /// A path parameter (already validated by its [`PathRule`]).

@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, Request, Response, StatusCode, Version, header};
@@ -185,19 +184,19 @@ fn parse_open_file_limit(text: &str) -> Option<u64> {
     soft.parse().ok()
 }
 
-/// Serves `router` on `listener` with `settings` until `shutdown` resolves, then lets
-/// open connections finish their requests for at most `settings.shutdown_grace`.
-pub async fn serve(
+/// Serves `app` (the router and the layers around it) on `listener` with `settings`
+/// until `shutdown` resolves, then lets open connections finish their requests for at
+/// most `settings.shutdown_grace`.
+pub async fn serve<S>(
     listener: TcpListener,
-    router: Router,
+    app: S,
     shutdown: impl Future<Output = ()> + Send + 'static,
     settings: ServerSettings,
     metrics: Arc<Metrics>,
-) -> io::Result<()> {
-    // axum turns a handler into its route service (the handler and every layer over it,
-    // boxed) on each request until the state is supplied; supplying it here does that
-    // once for the life of the listener.
-    let router: Router = router.with_state(());
+) -> io::Result<()>
+where
+    S: AppService,
+{
     let server = Arc::new(Server::new(settings, metrics));
     let builder = Arc::new(server.settings.builder());
     // Every connection task holds a receiver; `closed()` resolves when all are gone.
@@ -238,12 +237,12 @@ pub async fn serve(
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(%err, "cannot set TCP_NODELAY");
         }
-        let (conn_server, conn_builder, conn_router) =
-            (server.clone(), builder.clone(), router.clone());
+        let (conn_server, conn_builder, conn_app) =
+            (server.clone(), builder.clone(), app.clone());
         let stop = stop_tx.subscribe();
         let handed = server.settings.workers.spawn(tcp, move |tcp| async move {
             let _slot = slot;
-            connection(conn_server, conn_builder, conn_router, tcp, peer, stop).await;
+            connection(conn_server, conn_builder, conn_app, tcp, peer, stop).await;
         });
         if let Err(err) = handed {
             tracing::debug!(%err, "cannot hand a connection to a worker");
@@ -453,11 +452,37 @@ impl Drop for Active {
     }
 }
 
+/// What the listener serves: the gateway's router with its layers (cheap to clone: one
+/// clone per connection, and one per request that `oneshot` consumes).
+pub trait AppService:
+    tower::Service<
+        Request<Body>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> AppService for S where
+    S: tower::Service<
+            Request<Body>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Serves one admitted connection until it ends, idles out or the server stops.
-async fn connection(
+async fn connection<S: AppService>(
     server: Arc<Server>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    router: Router,
+    app: S,
     tcp: TcpStream,
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
@@ -479,7 +504,7 @@ async fn connection(
     };
     let service_conn = conn.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let response = handle(service_conn.clone(), router.clone(), request);
+        let response = handle(service_conn.clone(), app.clone(), request);
         async move { Ok::<_, Infallible>(response.await) }
     });
     let settings = &server.settings;
@@ -548,10 +573,10 @@ fn connection_error(
     }
 }
 
-/// One request: head limits, then the router with the peer address and a timed body.
-async fn handle(
+/// One request: head limits, then the app with the peer address and a timed body.
+async fn handle<S: AppService>(
     conn: Arc<ConnShared>,
-    router: Router,
+    app: S,
     request: Request<Incoming>,
 ) -> Response<Body> {
     let _active = Active::start(&conn);
@@ -570,7 +595,7 @@ async fn handle(
     parts.extensions.insert(ConnectInfo(conn.peer));
     let timeouts = conn.server.body_timeouts.clone();
     let body = Body::new(TimedBody::new(body, settings.body, timeouts));
-    match router.oneshot(Request::from_parts(parts, body)).await {
+    match app.oneshot(Request::from_parts(parts, body)).await {
         Ok(response) => response,
         Err(never) => match never {},
     }

@@ -6,6 +6,8 @@
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use opentelemetry::trace::TraceId;
+
 use crate::telemetry::metrics::RouteSeries;
 
 /// The facts of one request.
@@ -14,15 +16,17 @@ pub struct RequestRecord {
     /// The client address the guard decided on (the peer, or the forwarded address
     /// from a trusted proxy); unset on paths the guard exempts.
     pub client: Option<IpAddr>,
-    pub caller: Option<String>,
+    pub caller: Option<Arc<str>>,
     pub service: Option<&'static str>,
-    pub instance: Option<String>,
+    pub instance: Option<Arc<str>>,
     /// `HIT`, `MISS`, `STALE` or `BYPASS`.
     pub cache: Option<&'static str>,
-    /// The trace id sent to the backend (or of the request span).
-    pub trace_id: Option<String>,
+    /// The trace id sent to the backend.
+    pub trace_id: Option<TraceId>,
     /// The login id of a login request (for the audit stream).
     pub login_id: Option<String>,
+    /// The template of the route that took the request (`None`: no route did).
+    pub route: Option<&'static str>,
     /// The matched endpoint's request metrics.
     pub series: Option<Arc<RouteSeries>>,
 }

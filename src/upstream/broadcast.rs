@@ -155,7 +155,7 @@ async fn tell(
     );
     let context = CallContext::of(&span, root);
     let meta = CallMeta {
-        request_id: uuid::Uuid::new_v4().to_string(),
+        request_id: crate::http::request_id::fresh(),
     };
     let result: Result<(), _> = unary(
         &node,

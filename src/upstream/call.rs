@@ -36,8 +36,9 @@ pub struct ServiceSettings {
 /// Per-request values sent as gRPC metadata.
 #[derive(Debug, Clone)]
 pub struct CallMeta {
-    /// The request id (a UUID: backends reject anything else with 407).
-    pub request_id: String,
+    /// The request id (a UUID: backends reject anything else with 407), as the header
+    /// value the client's answer carries too.
+    pub request_id: HeaderValue,
 }
 
 /// What to call.
@@ -268,9 +269,8 @@ impl Upstreams {
         let context = CallContext::of(&span, &parent);
         record::update(|r| {
             r.service = Some(service);
-            r.instance = Some(node.id.clone());
-            r.trace_id
-                .get_or_insert_with(|| context.trace_id.to_string());
+            r.instance = Some(node.instance.clone());
+            r.trace_id.get_or_insert(context.trace_id);
         });
         let started = Instant::now();
         let admitted = node.breaker.admit(started);
@@ -409,23 +409,23 @@ static SPAN_CONTEXT: HeaderName = HeaderName::from_static("span-context");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
-/// The request id and trace context headers of one call (values that are no valid
-/// header are left out). Their values are new on every call: marked sensitive, HPACK
+/// The request id and trace context headers of one call (a trace state that is no valid
+/// header is left out). Their values are new on every call: marked sensitive, HPACK
 /// sends them as never-indexed literals instead of churning both ends' dynamic tables
 /// (which then keep the headers that do repeat).
 fn call_metadata(meta: &CallMeta, context: &CallContext) -> HeaderMap {
     let mut metadata = HeaderMap::with_capacity(8);
-    let mut put = |name: &HeaderName, value: &str| {
-        if let Ok(mut value) = HeaderValue::from_str(value) {
-            value.set_sensitive(true);
-            metadata.insert(name.clone(), value);
-        }
+    let mut put = |name: &HeaderName, mut value: HeaderValue| {
+        value.set_sensitive(true);
+        metadata.insert(name.clone(), value);
     };
-    put(&X_REQUEST_ID, &meta.request_id);
-    put(&SPAN_CONTEXT, &jaeger::span_context(context));
-    put(&TRACEPARENT, &w3c::traceparent(context));
-    if !context.trace_state.is_empty() {
-        put(&TRACESTATE, &context.trace_state);
+    put(&X_REQUEST_ID, meta.request_id.clone());
+    put(&SPAN_CONTEXT, jaeger::span_context(context));
+    put(&TRACEPARENT, w3c::traceparent(context));
+    if !context.trace_state.is_empty()
+        && let Ok(state) = HeaderValue::from_str(&context.trace_state)
+    {
+        put(&TRACESTATE, state);
     }
     metadata
 }

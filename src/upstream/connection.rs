@@ -6,8 +6,8 @@
 //!
 //! The connection is made on first use within the connect timeout, shared by every call
 //! to the instance, kept alive by HTTP/2 pings, and made anew by the next call after it
-//! failed or closed. Statuses come from `grpc-status`/`grpc-message` exactly as tonic
-//! reads them ([`tonic::Status::from_header_map`]).
+//! failed or closed. Statuses come from `grpc-status`/`grpc-message` as tonic reads them
+//! ([`status_of`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -288,7 +288,7 @@ fn encode(message: &impl prost::Message) -> Bytes {
 /// trailers-only answer).
 async fn read_reply(response: http::Response<h2::RecvStream>) -> Result<Bytes, Status> {
     let (head, mut body) = response.into_parts();
-    if let Some(status) = Status::from_header_map(&head.headers) {
+    if let Some(status) = status_of(&head.headers) {
         return Err(if status.code() == Code::Ok {
             Status::internal("the reply has no message")
         } else {
@@ -317,7 +317,7 @@ async fn read_reply(response: http::Response<h2::RecvStream>) -> Result<Bytes, S
         }
     }
     let trailers = body.trailers().await.map_err(|err| h2_status(&err))?;
-    match trailers.as_ref().and_then(Status::from_header_map) {
+    match trailers.as_ref().and_then(status_of) {
         Some(status) if status.code() == Code::Ok => {}
         Some(status) => return Err(status),
         None => return Err(Status::internal("the reply has no grpc-status")),
@@ -328,6 +328,29 @@ async fn read_reply(response: http::Response<h2::RecvStream>) -> Result<Bytes, S
         more.freeze()
     };
     message_of(data)
+}
+
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
+/// The status a header block carries, `None` without `grpc-status`: the code as tonic
+/// reads it (anything but 0–16 is UNKNOWN), `grpc-message` percent-decoded (as text with
+/// replacement characters when it is no UTF-8). Details (`grpc-status-details-bin`) are
+/// not read: the gateway never uses them, and tonic's reader panics on a value that is
+/// no base64, which a backend must not be able to cause. OK allocates nothing.
+fn status_of(headers: &HeaderMap) -> Option<Status> {
+    let code = Code::from_bytes(headers.get(&GRPC_STATUS)?.as_bytes());
+    if code == Code::Ok {
+        return Some(Status::new(Code::Ok, ""));
+    }
+    let message = headers
+        .get(&GRPC_MESSAGE)
+        .map_or_else(String::new, |value| {
+            percent_encoding::percent_decode(value.as_bytes())
+                .decode_utf8_lossy()
+                .into_owned()
+        });
+    Some(Status::new(code, message))
 }
 
 /// The message of a length-prefixed frame.
@@ -404,6 +427,38 @@ mod tests {
             let status = message_of(Bytes::copy_from_slice(bad)).expect_err("bad");
             assert_eq!(status.code(), Code::Internal);
         }
+    }
+
+    #[test]
+    fn statuses_are_read_from_grpc_status_and_message() {
+        let block = |pairs: &[(&'static str, &'static [u8])]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, HeaderValue::from_bytes(value).expect("value"));
+            }
+            headers
+        };
+        assert!(status_of(&block(&[("content-type", b"application/grpc")])).is_none());
+        let ok = status_of(&block(&[("grpc-status", b"0")])).expect("status");
+        assert_eq!((ok.code(), ok.message()), (Code::Ok, ""));
+        let failed = status_of(&block(&[
+            ("grpc-status", b"14"),
+            ("grpc-message", b"no%20backend%3A%20%E2%9C%93"),
+            // Not base64: tonic's own reader panics here.
+            ("grpc-status-details-bin", b"%%%"),
+        ]))
+        .expect("status");
+        assert_eq!(
+            (failed.code(), failed.message()),
+            (Code::Unavailable, "no backend: \u{2713}")
+        );
+        for odd in [&b"17"[..], b"-1", b"ok", b""] {
+            let status = status_of(&block(&[("grpc-status", odd)])).expect("status");
+            assert_eq!(status.code(), Code::Unknown, "{odd:?}");
+        }
+        let lossy =
+            status_of(&block(&[("grpc-status", b"2"), ("grpc-message", b"%FFx")])).expect("status");
+        assert_eq!(lossy.message(), "\u{fffd}x");
     }
 
     #[test]

@@ -17,6 +17,8 @@ use crate::telemetry::metrics::CallSeries;
 pub struct Node {
     /// Instance id (the Consul service id, or the address for static upstreams).
     pub id: String,
+    /// The id as shared text, for the per-request record (a reference count, not a copy).
+    pub instance: Arc<str>,
     /// `host:port`.
     pub address: String,
     /// Created once per instance; every call to the instance reuses it.
@@ -44,6 +46,7 @@ impl Node {
             .unwrap_or_else(|| http::uri::Authority::from_static("localhost"));
         let connection = Connection::new(address.clone(), authority, connect);
         Ok(Self {
+            instance: id.as_str().into(),
             id,
             address,
             connection,

@@ -120,6 +120,9 @@ impl Webhook {
     }
 }
 
+/// Where the webhook is served.
+pub const PATH: &str = "/events/types/consul-change";
+
 /// Handles one post.
 pub async fn handle(
     State(webhook): State<Arc<Webhook>>,

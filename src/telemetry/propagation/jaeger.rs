@@ -1,10 +1,10 @@
 //! The Jaeger text form `trace:span:parent:flags` (lower-case hex) that the existing
 //! backends read from the `span-context` metadata entry (spec §1, decision 1).
 
-use super::{CallContext, ascii_string, write_hex};
+use super::{CallContext, ascii_value, write_hex};
 
 /// The `span-context` value of a call; the parent is `0` when the call has none.
-pub fn span_context(call: &CallContext) -> String {
+pub fn span_context(call: &CallContext) -> http::HeaderValue {
     // trace (32) : span (16) : parent (16, or "0") : flag
     let mut out = *b"................................:................:................:.";
     write_hex(&mut out[..32], &call.trace_id.to_bytes());
@@ -18,7 +18,7 @@ pub fn span_context(call: &CallContext) -> String {
     };
     out[end] = b':';
     out[end + 1] = if call.sampled { b'1' } else { b'0' };
-    ascii_string(&out[..end + 2])
+    ascii_value(&out[..end + 2])
 }
 
 #[cfg(test)]
@@ -69,7 +69,7 @@ mod tests {
             "4bf92f3577b34da6a3ce929d0e0e4736:a3ce929d0e0e4736:00f067aa0ba902b7:0"
         );
         assert!(crate::reference::metadata::is_jaeger_span_context(
-            &span_context(&call)
+            span_context(&call).to_str().expect("ascii")
         ));
     }
 }

@@ -68,6 +68,23 @@ impl CallContext {
     }
 }
 
+/// A trace id as the 32 lower-case hex digits its `Display` writes, on the stack (for
+/// the access log line, without an allocation).
+pub struct TraceIdText([u8; 32]);
+
+impl TraceIdText {
+    pub fn new(id: TraceId) -> Self {
+        let mut text = [b'0'; 32];
+        write_hex(&mut text, &id.to_bytes());
+        Self(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Hex digits are ASCII.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
 /// Lower-case hex of `bytes` into `out` (two digits per byte), without `fmt`'s padding
 /// machinery: trace ids are written into every call's metadata.
 fn write_hex(out: &mut [u8], bytes: &[u8]) {
@@ -78,8 +95,26 @@ fn write_hex(out: &mut [u8], bytes: &[u8]) {
     }
 }
 
-/// `bytes` (ASCII, as [`write_hex`] and the separators make them) as a string.
-fn ascii_string(bytes: &[u8]) -> String {
-    // ASCII is valid UTF-8: one check and one copy, not a char at a time.
-    String::from_utf8(bytes.to_vec()).unwrap_or_default()
+/// `bytes` (visible ASCII, as [`write_hex`] and the separators make them) as a header
+/// value, copied once from the stack.
+fn ascii_value(bytes: &[u8]) -> http::HeaderValue {
+    http::HeaderValue::from_bytes(bytes).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_id_text_is_what_display_writes() {
+        for hex in [
+            "00000000000000000000000000000a01",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "ffffffffffffffffffffffffffffffff",
+        ] {
+            let id = TraceId::from_hex(hex).expect("hex");
+            assert_eq!(TraceIdText::new(id).as_str(), id.to_string());
+            assert_eq!(TraceIdText::new(id).as_str(), hex);
+        }
+    }
 }

@@ -6,15 +6,15 @@ use axum::http::HeaderMap;
 use opentelemetry::Context;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 
-use super::{CallContext, ascii_string, write_hex};
+use super::{CallContext, ascii_value, write_hex};
 
 /// The `traceparent` value of a call.
-pub fn traceparent(call: &CallContext) -> String {
+pub fn traceparent(call: &CallContext) -> http::HeaderValue {
     let mut out = *b"00-................................-................-..";
     write_hex(&mut out[3..35], &call.trace_id.to_bytes());
     write_hex(&mut out[36..52], &call.span_id.to_bytes());
     write_hex(&mut out[53..55], &[call.flags().to_u8()]);
-    ascii_string(&out)
+    ascii_value(&out)
 }
 
 /// The remote parent context carried by `traceparent`/`tracestate`, if valid.
