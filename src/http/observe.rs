@@ -33,7 +33,7 @@ use crate::http::GatewayError;
 use crate::http::error::Failure;
 use crate::http::request_id::{self, X_REQUEST_ID};
 use crate::telemetry::json_line::IpText;
-use crate::telemetry::metrics::{CacheLabels, RejectionLabels, method_label};
+use crate::telemetry::metrics::{RejectionLabels, method_label};
 use crate::telemetry::propagation::TraceIdText;
 use crate::telemetry::record::{self, RecordCell, RequestRecord};
 use crate::telemetry::{Metrics, propagation};
@@ -239,18 +239,12 @@ fn count_outcomes(
 ) {
     if let Some(cache) = record.cache {
         let result = match cache {
-            "HIT" => "hit",
-            "MISS" => "miss",
-            "STALE" => "stale",
-            _ => "bypass",
+            "HIT" => 0,
+            "MISS" => 1,
+            "STALE" => 2,
+            _ => 3,
         };
-        metrics
-            .cache_results
-            .get_or_create(&CacheLabels {
-                route: route.to_owned(),
-                result,
-            })
-            .inc();
+        metrics.observe_cache(record.series.as_deref(), route, result);
     }
     let kind = match failure {
         Some(Failure(GatewayError::Blocked { .. })) => "ip_blocked",

@@ -237,8 +237,7 @@ where
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(%err, "cannot set TCP_NODELAY");
         }
-        let (conn_server, conn_builder, conn_app) =
-            (server.clone(), builder.clone(), app.clone());
+        let (conn_server, conn_builder, conn_app) = (server.clone(), builder.clone(), app.clone());
         let stop = stop_tx.subscribe();
         let handed = server.settings.workers.spawn(tcp, move |tcp| async move {
             let _slot = slot;

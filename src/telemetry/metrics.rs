@@ -105,7 +105,12 @@ pub struct CallSeries {
 pub struct RouteSeries {
     success: OnceLock<(&'static str, u16, Counter)>,
     seconds: OnceLock<Histogram>,
+    /// `cache_results` by [`CACHE_RESULTS`] index.
+    cache: [OnceLock<Counter>; 4],
 }
+
+/// The `result` label values of `cache_results`.
+pub const CACHE_RESULTS: [&str; 4] = ["hit", "miss", "stale", "bypass"];
 
 /// One consul-change broadcast call's result.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -436,6 +441,26 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Counts one cache result (an index of [`CACHE_RESULTS`]) of `route`, through its
+    /// resolved series when it has them.
+    pub fn observe_cache(&self, series: Option<&RouteSeries>, route: &str, result: usize) {
+        let Some(&label) = CACHE_RESULTS.get(result) else {
+            return;
+        };
+        let family = || {
+            self.cache_results
+                .get_or_create(&CacheLabels {
+                    route: route.to_owned(),
+                    result: label,
+                })
+                .clone()
+        };
+        match series {
+            Some(series) => series.cache[result].get_or_init(family).inc(),
+            None => family().inc(),
+        };
+    }
+
     /// Counts one upstream call to `instance`, whose resolved series are `series`.
     pub fn observe_call(
         &self,
@@ -527,6 +552,10 @@ mod tests {
         for (method, status) in [("GET", 200), ("GET", 200), ("GET", 404), ("HEAD", 200)] {
             metrics.observe_request(Some(&route), method, path, status, Duration::ZERO);
         }
+        for result in [0, 3, 3, 1] {
+            metrics.observe_cache(Some(&route), path, result);
+        }
+        metrics.observe_cache(None, path, 3);
         let calls = CallSeries::default();
         for outcome in [CallOutcome::Ok, CallOutcome::Ok, CallOutcome::Deadline] {
             metrics.observe_call(&calls, "outing", "10.0.0.7:50051", outcome, Duration::ZERO);
@@ -540,6 +569,9 @@ mod tests {
             r#"sms_gateway_upstream_calls_total{service="outing",instance="10.0.0.7:50051",outcome="ok"} 2"#,
             r#"sms_gateway_upstream_calls_total{service="outing",instance="10.0.0.7:50051",outcome="deadline"} 1"#,
             r#"sms_gateway_upstream_call_duration_seconds_count{service="outing"} 3"#,
+            r#"sms_gateway_cache_results_total{route="/v1/outings/uuid/{outing_uuid}",result="hit"} 1"#,
+            r#"sms_gateway_cache_results_total{route="/v1/outings/uuid/{outing_uuid}",result="miss"} 1"#,
+            r#"sms_gateway_cache_results_total{route="/v1/outings/uuid/{outing_uuid}",result="bypass"} 3"#,
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

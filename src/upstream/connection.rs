@@ -405,8 +405,14 @@ fn h2_status(err: &h2::Error) -> Status {
 
 /// `grpc-timeout` in milliseconds (at most 8 digits, as the protocol allows).
 fn grpc_timeout(timeout: Duration) -> HeaderValue {
-    let millis = timeout.as_millis().clamp(1, 99_999_999);
-    HeaderValue::from_str(&format!("{millis}m")).unwrap_or_else(|_| HeaderValue::from_static("1S"))
+    // At most 8 digits: fits u64, and with the unit 9 bytes.
+    let millis = timeout.as_millis().clamp(1, 99_999_999) as u64;
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(millis).as_bytes();
+    let mut text = [b'm'; 9];
+    text[..digits.len()].copy_from_slice(digits);
+    HeaderValue::from_bytes(&text[..=digits.len()])
+        .unwrap_or_else(|_| HeaderValue::from_static("1S"))
 }
 
 #[cfg(test)]
