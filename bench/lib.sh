@@ -169,6 +169,7 @@ write_config() {
       tracing) [ -n "${BENCH_TRACING:-}" ] || continue
         text=$(printf '[telemetry]\notlp_endpoint = "http://127.0.0.1:%s"\nsampling_ratio = %s\n' \
           "$(free_base 1)" "$BENCH_TRACING") ;;
+      current-thread) text=$'[runtime]\nflavor = "current_thread"\n' ;;
       workers) [ -n "${BENCH_WORKERS:-}" ] || continue
         if [ "$BENCH_WORKERS" = current ]; then
           text=$'[runtime]\nflavor = "current_thread"\n'
