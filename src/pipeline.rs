@@ -18,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::uri::PathAndQuery;
-use tower_http::request_id::RequestId;
 use tracing::Instrument;
 use validator::Validate;
 
@@ -380,12 +379,11 @@ async fn run(
     for (name, rule) in endpoint.params {
         rule.check(name, params.get(name))?;
     }
+    // The id `observe` put in place of any the client sent.
     let request_id = parts
-        .extensions
-        .get::<RequestId>()
-        .map_or_else(crate::http::request_id::fresh, |id| {
-            id.header_value().clone()
-        });
+        .headers
+        .get(&crate::http::request_id::X_REQUEST_ID)
+        .map_or_else(crate::http::request_id::fresh, HeaderValue::clone);
     let ctx = RequestContext {
         principal,
         params,

@@ -1,13 +1,13 @@
 //! The outermost layer of the public listener, wrapped once around the whole router (not
 //! around each route, where axum would clone the layered stack of the route on every
 //! request): a fresh request id in place of any the client sent (the backends require a
-//! UUID; on the request, its extensions and the response), Authorization marked
-//! sensitive, a server span (continuing an incoming W3C `traceparent`), one log line with
-//! what the stages recorded, the request metrics, and a panic anywhere inside turned into
-//! the 500 envelope.
+//! UUID; in the request's header, where the pipeline reads it, and on the response),
+//! Authorization marked sensitive, a server span (continuing an incoming W3C
+//! `traceparent`), one log line with what the stages recorded, the request metrics, and
+//! a panic anywhere inside turned into the 500 envelope.
 //!
 //! It runs before routing, so the route template (for metrics, the log line and the span)
-//! is what the matched route's handler recorded ([`record::route`]); a request no route
+//! is what the matched route's handler recorded (`RequestRecord::route`); a request no route
 //! took is `unmatched`.
 
 use std::convert::Infallible;
@@ -23,7 +23,6 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use opentelemetry::trace::TraceContextExt;
 use tower::{Layer, Service, ServiceExt};
-use tower_http::request_id::RequestId;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -106,7 +105,6 @@ where
             .iter_mut()
             .for_each(|value| value.set_sensitive(true));
     }
-    request.extensions_mut().insert(RequestId::new(id.clone()));
     let method = request.method().clone();
     // Its own handle on the id's bytes (a reference count): `id` goes to the response.
     let id_text = id.clone();
