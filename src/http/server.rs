@@ -39,6 +39,7 @@ use tower::ServiceExt;
 use super::body::{BodyTimeouts, TimedBody};
 use super::error::{GatewayError, envelope_bytes};
 use super::workers::Workers;
+use crate::app::App;
 use crate::config::{Config, HttpConfig};
 use crate::guard::client_ip::TrustedProxies;
 use crate::guard::config::GuardConfig;
@@ -187,16 +188,13 @@ fn parse_open_file_limit(text: &str) -> Option<u64> {
 /// Serves `app` (the router and the layers around it) on `listener` with `settings`
 /// until `shutdown` resolves, then lets open connections finish their requests for at
 /// most `settings.shutdown_grace`.
-pub async fn serve<S>(
+pub async fn serve(
     listener: TcpListener,
-    app: S,
+    app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
     settings: ServerSettings,
     metrics: Arc<Metrics>,
-) -> io::Result<()>
-where
-    S: AppService,
-{
+) -> io::Result<()> {
     let server = Arc::new(Server::new(settings, metrics));
     let builder = Arc::new(server.settings.builder());
     // Every connection task holds a receiver; `closed()` resolves when all are gone.
@@ -451,37 +449,11 @@ impl Drop for Active {
     }
 }
 
-/// What the listener serves: the gateway's router with its layers (cheap to clone: one
-/// clone per connection, and one per request that `oneshot` consumes).
-pub trait AppService:
-    tower::Service<
-        Request<Body>,
-        Response = Response<Body>,
-        Error = Infallible,
-        Future: Send + 'static,
-    > + Clone
-    + Send
-    + 'static
-{
-}
-
-impl<S> AppService for S where
-    S: tower::Service<
-            Request<Body>,
-            Response = Response<Body>,
-            Error = Infallible,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + 'static
-{
-}
-
 /// Serves one admitted connection until it ends, idles out or the server stops.
-async fn connection<S: AppService>(
+async fn connection(
     server: Arc<Server>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    app: S,
+    app: App,
     tcp: TcpStream,
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
@@ -573,11 +545,7 @@ fn connection_error(
 }
 
 /// One request: head limits, then the app with the peer address and a timed body.
-async fn handle<S: AppService>(
-    conn: Arc<ConnShared>,
-    app: S,
-    request: Request<Incoming>,
-) -> Response<Body> {
+async fn handle(conn: Arc<ConnShared>, app: App, request: Request<Incoming>) -> Response<Body> {
     let _active = Active::start(&conn);
     let settings = &conn.server.settings;
     if let Err(err) = check_head(&request, settings.max_header_bytes, settings.max_headers) {
