@@ -26,7 +26,7 @@ use crate::guard::layer::IpGuardService;
 use crate::guard::{Guard, GuardConfigError};
 use crate::http::GatewayError;
 use crate::http::cors::CorsLayer;
-use crate::http::observe::{Observe, ObserveLayer};
+use crate::http::observe::{Observe, ObserveLayer, Templates};
 use crate::http::server::ServerSettings;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::RouteSeries;
@@ -268,6 +268,8 @@ pub type App = Observe<IpGuardService<Router>>;
 pub fn router(state: Arc<AppState>, config: &Config) -> Result<App, BuildError> {
     let table = endpoints::table();
     endpoints::check(&table)?;
+    let mut templates = vec!["/ping", crate::openapi::PATH, webhook::PATH];
+    templates.extend(table.iter().map(|endpoint| endpoint.path));
     // The OpenAPI document is generated from the table once, here, and served as is.
     let openapi = crate::openapi::route(&table);
     let mut by_path: BTreeMap<&'static str, MethodRouter> = BTreeMap::new();
@@ -330,7 +332,7 @@ pub fn router(state: Arc<AppState>, config: &Config) -> Result<App, BuildError> 
     // into an envelope; flooding client IPs are refused before routing (429, then 403
     // while blocked).
     Ok(ServiceBuilder::new()
-        .layer(ObserveLayer::new(state.clone()))
+        .layer(ObserveLayer::new(state.clone(), Templates::new(templates)))
         .layer(state.guard.layer())
         .service(app))
 }
@@ -357,6 +359,8 @@ fn method_filter(method: &Method) -> MethodFilter {
     }
 }
 
+static REQUEST_SECURITY: header::HeaderName = header::HeaderName::from_static("request-security");
+
 /// CORS as documented (spec §4.15), with configurable origins; `X-Request-Id` is
 /// exposed so browser clients can report it.
 fn cors(config: &Config) -> CorsLayer {
@@ -375,6 +379,8 @@ fn cors(config: &Config) -> CorsLayer {
             header::CONTENT_LENGTH,
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
+            // Browser clients of the original send it (spec §4.15); the gateway ignores it.
+            REQUEST_SECURITY.clone(),
         ],
         Duration::from_secs(12 * 3600),
     )

@@ -55,8 +55,17 @@ impl Default for TokenLifetimes {
 
 /// How many verified tokens are remembered.
 const VERIFIED_CAPACITY: u64 = 50_000;
+/// A remembered verification: the principal, the token's `exp`, and when it was verified
+/// (Unix seconds; the per-thread table keeps that time, so no copy outlives the minute).
+#[derive(Clone)]
+struct Verified {
+    principal: Principal,
+    exp: u64,
+    at: u64,
+}
+
 /// How long a verified token is remembered (seconds).
-const NEAR_LIFETIME_SECS: u64 = 60;
+const VERIFIED_LIFETIME_SECS: u64 = 60;
 /// Longer tokens are verified every time rather than remembered.
 const MAX_CACHED_TOKEN: usize = 2048;
 
@@ -97,7 +106,7 @@ pub struct JwtKeys {
     /// every call, and the HMAC check was the largest single cost of a request. Only
     /// successes are kept, the expiry is re-checked on every hit, and entries live at
     /// most a minute.
-    verified: moka::sync::Cache<String, (Principal, u64)>,
+    verified: moka::sync::Cache<String, Verified>,
     /// This instance among those of the process, for the per-thread [`NEAR`] tables.
     id: u64,
 }
@@ -123,8 +132,7 @@ struct Near {
     token: Box<str>,
     principal: Principal,
     exp: u64,
-    /// Unix seconds when it was taken from a verification (entries live a minute, as in
-    /// the shared cache).
+    /// Unix seconds of the verification (entries live a minute, as in the shared cache).
     since: u64,
 }
 
@@ -171,7 +179,7 @@ impl JwtKeys {
             lifetimes,
             verified: moka::sync::Cache::builder()
                 .max_capacity(VERIFIED_CAPACITY)
-                .time_to_live(Duration::from_secs(NEAR_LIFETIME_SECS))
+                .time_to_live(Duration::from_secs(VERIFIED_LIFETIME_SECS))
                 .build(),
             id: NEXT_KEYS_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
@@ -186,13 +194,13 @@ impl JwtKeys {
             let fresh = near.keys == self.id
                 && *near.token == *token
                 && near.exp.saturating_add(self.validation.leeway) >= now
-                && now.saturating_sub(near.since) < NEAR_LIFETIME_SECS;
+                && now.saturating_sub(near.since) < VERIFIED_LIFETIME_SECS;
             fresh.then(|| near.principal.clone())
         })
     }
 
-    /// Puts a verified token into this thread's table.
-    fn remember_near(&self, token: &str, principal: &Principal, exp: u64, now: u64) {
+    /// Puts a token verified at `since` into this thread's table.
+    fn remember_near(&self, token: &str, principal: &Principal, exp: u64, since: u64) {
         NEAR.with(|table| {
             if let Ok(mut table) = table.try_borrow_mut()
                 && let Some(slot) = table.get_mut(near_slot(token))
@@ -202,7 +210,7 @@ impl JwtKeys {
                     token: token.into(),
                     principal: principal.clone(),
                     exp,
-                    since: now,
+                    since,
                 });
             }
         });
@@ -250,11 +258,11 @@ impl JwtKeys {
         if let Some(principal) = self.near(token, now) {
             return Ok(principal);
         }
-        if let Some((principal, exp)) = self.verified.get(token)
-            && exp.saturating_add(self.validation.leeway) >= now
+        if let Some(verified) = self.verified.get(token)
+            && verified.exp.saturating_add(self.validation.leeway) >= now
         {
-            self.remember_near(token, &principal, exp, now);
-            return Ok(principal);
+            self.remember_near(token, &verified.principal, verified.exp, verified.at);
+            return Ok(verified.principal);
         }
         match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
             Ok(data) => {
@@ -262,8 +270,12 @@ impl JwtKeys {
                 let principal = Principal::from_uuid(data.claims.uuid);
                 // Bounded: an attacker minting many valid tokens would need the secret.
                 if token.len() <= MAX_CACHED_TOKEN {
-                    self.verified
-                        .insert(token.to_owned(), (principal.clone(), data.claims.exp));
+                    let verified = Verified {
+                        principal: principal.clone(),
+                        exp: data.claims.exp,
+                        at: now,
+                    };
+                    self.verified.insert(token.to_owned(), verified);
                     self.remember_near(token, &principal, data.claims.exp, now);
                 }
                 Ok(principal)
@@ -537,29 +549,34 @@ mod tests {
             .issue_with_expiry("student-000000000001", unix_now() + 3600)
             .expect("issue");
         assert!(keys.verify(&token).is_ok());
-        assert!(keys.verify(&token).is_ok(), "served from the verified set");
-        // Forge the remembered expiry into the past: the hit must re-check it.
-        keys.verified.insert(
-            token.clone(),
-            (
-                Principal::from_uuid("student-000000000001".into()),
-                unix_now() - 10,
-            ),
-        );
-        assert!(
-            keys.verify(&token).is_ok(),
+        // The shared cache as another thread sees it (its own table is empty there): a
+        // valid entry is served, an expired one is verified again.
+        let now = unix_now();
+        let forged = |exp| Verified {
+            principal: Principal::from_uuid("student-000000000999".into()),
+            exp,
+            at: now,
+        };
+        let uuid_elsewhere = || {
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(|| keys.verify(&token).expect("valid").uuid)
+                    .join()
+                    .expect("thread")
+            })
+        };
+        keys.verified.insert(token.clone(), forged(now + 3600));
+        assert_eq!(&*uuid_elsewhere(), "student-000000000999", "a cache hit");
+        keys.verified.insert(token.clone(), forged(now - 10));
+        assert_eq!(
+            &*uuid_elsewhere(),
+            "student-000000000001",
             "re-verified, still valid by its real exp"
         );
         let expired = keys
-            .issue_with_expiry("student-000000000001", unix_now() - 10)
+            .issue_with_expiry("student-000000000001", now - 10)
             .expect("issue");
-        keys.verified.insert(
-            expired.clone(),
-            (
-                Principal::from_uuid("student-000000000001".into()),
-                unix_now() - 10,
-            ),
-        );
+        keys.verified.insert(expired.clone(), forged(now - 10));
         assert_eq!(code_of(keys.verify(&expired)), -104);
     }
 
@@ -577,7 +594,7 @@ mod tests {
         // Past its exp, or taken over a minute ago: verified again.
         keys.remember_near(&token, &forged, now - 10, now);
         assert_eq!(&*uuid_of(&keys), "student-000000000001");
-        keys.remember_near(&token, &forged, now + 3600, now - NEAR_LIFETIME_SECS);
+        keys.remember_near(&token, &forged, now + 3600, now - VERIFIED_LIFETIME_SECS);
         assert_eq!(&*uuid_of(&keys), "student-000000000001");
         // Another key set (same secret here) never takes this one's entries.
         keys.remember_near(&token, &forged, now + 3600, now);

@@ -7,12 +7,14 @@
 //! a panic anywhere inside turned into the 500 envelope.
 //!
 //! It runs before routing, so the route template (for metrics, the log line and the span)
-//! is what the matched route's handler recorded (`RequestRecord::route`); a request no route
-//! took is `unmatched`.
+//! is what the matched route's handler recorded (`RequestRecord::route`); an answer no
+//! handler gave (the client-IP guard's 429/403, a CORS preflight) is named by matching
+//! its path against the templates ([`Templates`]), off the hot path; a path that matches
+//! none (404) is `unmatched`.
 
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -40,15 +42,43 @@ use crate::telemetry::{Metrics, propagation};
 /// The route of requests that no route took (404) in metrics and logs.
 const UNMATCHED: &str = "unmatched";
 
+/// The router's route templates, to name the requests whose answer no route handler
+/// gave.
+#[derive(Debug, Default)]
+pub struct Templates(matchit::Router<&'static str>);
+
+impl Templates {
+    /// The templates of `paths` (axum's `{param}` syntax, as the router has them).
+    pub fn new(paths: impl IntoIterator<Item = &'static str>) -> Self {
+        let mut router = matchit::Router::new();
+        for path in paths {
+            if let Err(err) = router.insert(path, path) {
+                // The router itself refuses such a table at start-up.
+                tracing::debug!(path, %err, "route template not added");
+            }
+        }
+        Self(router)
+    }
+
+    /// The template `path` matches, if any.
+    pub fn of(&self, path: &str) -> Option<&'static str> {
+        self.0.at(path).ok().map(|found| *found.value)
+    }
+}
+
 /// Wraps a service with [`Observe`].
 #[derive(Debug, Clone)]
 pub struct ObserveLayer {
     state: Arc<AppState>,
+    templates: Arc<Templates>,
 }
 
 impl ObserveLayer {
-    pub fn new(state: Arc<AppState>) -> Self {
-        Self { state }
+    pub fn new(state: Arc<AppState>, templates: Templates) -> Self {
+        Self {
+            state,
+            templates: Arc::new(templates),
+        }
     }
 }
 
@@ -59,6 +89,7 @@ impl<S> Layer<S> for ObserveLayer {
         Observe {
             inner,
             state: self.state.clone(),
+            templates: self.templates.clone(),
         }
     }
 }
@@ -68,6 +99,7 @@ impl<S> Layer<S> for ObserveLayer {
 pub struct Observe<S> {
     inner: S,
     state: Arc<AppState>,
+    templates: Arc<Templates>,
 }
 
 impl<S> Service<Request> for Observe<S>
@@ -87,12 +119,18 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         let inner = self.inner.clone();
         let state = self.state.clone();
-        Box::pin(async move { Ok(observe(&state, inner, request).await) })
+        let templates = self.templates.clone();
+        Box::pin(async move { Ok(observe(&state, &templates, inner, request).await) })
     }
 }
 
 /// Serves `request` with `inner` and observes it (see the module doc).
-async fn observe<S>(state: &AppState, inner: S, mut request: Request) -> Response
+async fn observe<S>(
+    state: &AppState,
+    templates: &Templates,
+    inner: S,
+    mut request: Request,
+) -> Response
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
@@ -106,6 +144,8 @@ where
             .for_each(|value| value.set_sensitive(true));
     }
     let method = request.method().clone();
+    // A shared handle on the path (reference counts), for an answer no handler named.
+    let uri = request.uri().clone();
     // Its own handle on the id's bytes (a reference count): `id` goes to the response.
     let id_text = id.clone();
     let request_id = id_text.to_str().unwrap_or("");
@@ -118,7 +158,6 @@ where
     // the route is known once a route took the request.
     let span = tracing::debug_span!(
         "request",
-        otel.name = tracing::field::Empty,
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         http.request.method = method_label(method.as_str()),
@@ -153,11 +192,11 @@ where
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     // The request is over: nothing writes the record any more, so take it whole.
-    let record = cell
-        .lock()
-        .map(|mut record| std::mem::take(&mut *record))
-        .unwrap_or_default();
-    let route = record.route.unwrap_or(UNMATCHED);
+    let record = std::mem::take(&mut *cell.lock().unwrap_or_else(PoisonError::into_inner));
+    let route = record
+        .route
+        .or_else(|| templates.of(uri.path()))
+        .unwrap_or(UNMATCHED);
     if !span.is_disabled() {
         span.record("http.route", route);
         // The OTel span may have started (a child asked for its context) before the
@@ -236,13 +275,7 @@ fn count_outcomes(
     failure: Option<&Failure>,
 ) {
     if let Some(cache) = record.cache {
-        let result = match cache {
-            "HIT" => 0,
-            "MISS" => 1,
-            "STALE" => 2,
-            _ => 3,
-        };
-        metrics.observe_cache(record.series.as_deref(), route, result);
+        metrics.observe_cache(record.series.as_deref(), route, cache);
     }
     let kind = match failure {
         Some(Failure(GatewayError::Blocked { .. })) => "ip_blocked",
@@ -274,16 +307,69 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    #[tokio::test]
-    async fn a_panic_inside_becomes_the_500_envelope_with_its_request_id() {
+    /// A gateway whose backends are never reached, with `extra` configuration.
+    fn gateway(extra: &str) -> crate::app::Gateway {
         let mut text = "[jwt]\nsecret = \"observe-test-secret-observe-test-secret\"\n".to_owned();
+        text.push_str(extra);
         for service in crate::upstream::Service::ALL {
             text.push_str(&format!(
                 "[upstream.services.{service}]\naddresses = [\"127.0.0.1:9\"]\n"
             ));
         }
         let config = Config::from_toml(&text, &BTreeMap::<String, String>::new()).expect("config");
-        let gateway = crate::app::build(&config).expect("gateway");
+        crate::app::build(&config).expect("gateway")
+    }
+
+    #[test]
+    fn templates_name_paths_as_the_router_matches_them() {
+        let templates = Templates::new(["/ping", "/v1/outings/uuid/{outing_uuid}"]);
+        assert_eq!(
+            templates.of("/v1/outings/uuid/outing-000000000002"),
+            Some("/v1/outings/uuid/{outing_uuid}")
+        );
+        assert_eq!(templates.of("/ping"), Some("/ping"));
+        assert_eq!(templates.of("/v1/outings/uuid"), None);
+        assert_eq!(templates.of("/nowhere"), None);
+    }
+
+    #[tokio::test]
+    async fn answers_no_handler_gave_are_named_by_their_route() {
+        let gateway = gateway("[guard.ip]\nlimit = 1\n");
+        let send = |method: &str, path: &str| {
+            let mut request = Request::builder()
+                .method(method)
+                .uri(path)
+                .header("origin", "https://app.example")
+                .body(Body::empty())
+                .expect("request");
+            let peer: std::net::SocketAddr = "198.51.100.7:4000".parse().expect("peer");
+            request.extensions_mut().insert(ConnectInfo(peer));
+            gateway.router.clone().oneshot(request)
+        };
+        let outing = "/v1/outings/uuid/outing-000000000002";
+        // A CORS preflight (answered before the handler), then the guard's 429 and 403.
+        assert_eq!(
+            send("OPTIONS", outing).await.expect("infallible").status(),
+            204
+        );
+        assert_eq!(send("GET", outing).await.expect("infallible").status(), 429);
+        assert_eq!(
+            send("GET", "/nowhere").await.expect("infallible").status(),
+            403
+        );
+        let text = gateway.state.metrics.render();
+        for line in [
+            r#"route="/v1/outings/uuid/{outing_uuid}",status="204"} 1"#,
+            r#"route="/v1/outings/uuid/{outing_uuid}",status="429"} 1"#,
+            r#"route="unmatched",status="403"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_inside_becomes_the_500_envelope_with_its_request_id() {
+        let gateway = gateway("");
         let inner = Router::new().route(
             "/boom",
             get(|| async {
@@ -293,7 +379,7 @@ mod tests {
                 "never"
             }),
         );
-        let app = ObserveLayer::new(gateway.state.clone()).layer(inner);
+        let app = ObserveLayer::new(gateway.state.clone(), Templates::default()).layer(inner);
         let request = Request::get("/boom")
             .header("x-request-id", "client-chosen")
             .body(Body::empty())

@@ -109,7 +109,7 @@ pub struct RouteSeries {
     cache: [OnceLock<Counter>; 4],
 }
 
-/// The `result` label values of `cache_results`.
+/// The `result` label values of `cache_results` (an unknown `X-Cache` counts as the last).
 pub const CACHE_RESULTS: [&str; 4] = ["hit", "miss", "stale", "bypass"];
 
 /// One consul-change broadcast call's result.
@@ -441,12 +441,14 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Counts one cache result (an index of [`CACHE_RESULTS`]) of `route`, through its
-    /// resolved series when it has them.
-    pub fn observe_cache(&self, series: Option<&RouteSeries>, route: &str, result: usize) {
-        let Some(&label) = CACHE_RESULTS.get(result) else {
-            return;
-        };
+    /// Counts one cache result of `route` (`x_cache`: the `X-Cache` value `HIT`, `MISS`,
+    /// `STALE` or `BYPASS`), through its resolved series when it has them.
+    pub fn observe_cache(&self, series: Option<&RouteSeries>, route: &str, x_cache: &str) {
+        let result = CACHE_RESULTS
+            .iter()
+            .position(|label| label.eq_ignore_ascii_case(x_cache))
+            .unwrap_or(CACHE_RESULTS.len() - 1);
+        let label = CACHE_RESULTS[result];
         let family = || {
             self.cache_results
                 .get_or_create(&CacheLabels {
@@ -552,10 +554,10 @@ mod tests {
         for (method, status) in [("GET", 200), ("GET", 200), ("GET", 404), ("HEAD", 200)] {
             metrics.observe_request(Some(&route), method, path, status, Duration::ZERO);
         }
-        for result in [0, 3, 3, 1] {
-            metrics.observe_cache(Some(&route), path, result);
+        for x_cache in ["HIT", "BYPASS", "BYPASS", "MISS"] {
+            metrics.observe_cache(Some(&route), path, x_cache);
         }
-        metrics.observe_cache(None, path, 3);
+        metrics.observe_cache(None, path, "BYPASS");
         let calls = CallSeries::default();
         for outcome in [CallOutcome::Ok, CallOutcome::Ok, CallOutcome::Deadline] {
             metrics.observe_call(&calls, "outing", "10.0.0.7:50051", outcome, Duration::ZERO);

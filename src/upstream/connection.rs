@@ -6,8 +6,7 @@
 //!
 //! The connection is made on first use within the connect timeout, shared by every call
 //! to the instance, kept alive by HTTP/2 pings, and made anew by the next call after it
-//! failed or closed. Statuses come from `grpc-status`/`grpc-message` as tonic reads them
-//! ([`status_of`]).
+//! failed or closed. Statuses come from `grpc-status`/`grpc-message` ([`status_of`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -334,8 +333,9 @@ static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// The status a header block carries, `None` without `grpc-status`: the code as tonic
-/// reads it (anything but 0–16 is UNKNOWN), `grpc-message` percent-decoded (as text with
-/// replacement characters when it is no UTF-8). Details (`grpc-status-details-bin`) are
+/// reads it (anything but 0–16 is UNKNOWN), `grpc-message` percent-decoded, as text with
+/// replacement characters when it is no UTF-8 (tonic turns such a status into UNKNOWN;
+/// here the backend's code stands). Details (`grpc-status-details-bin`) are
 /// not read: the gateway never uses them, and tonic's reader panics on a value that is
 /// no base64, which a backend must not be able to cause. OK allocates nothing.
 fn status_of(headers: &HeaderMap) -> Option<Status> {
