@@ -14,6 +14,7 @@ pub mod config;
 pub mod endpoints;
 pub mod guard;
 pub mod http;
+pub mod json_text;
 pub mod openapi;
 pub mod pipeline;
 pub mod proto;

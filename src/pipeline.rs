@@ -449,8 +449,7 @@ pub fn success_body(status: StatusCode, success: Success) -> Bytes {
     body.extend_from_slice(b"{\"status\":");
     body.extend_from_slice(status.as_str().as_bytes());
     body.extend_from_slice(b",\"code\":0,\"message\":");
-    // Writing a string into a Vec cannot fail.
-    let _written = serde_json::to_writer(&mut body, success.message.as_ref());
+    crate::json_text::write_str(&mut body, &success.message);
     if !fields.is_empty() {
         body.push(b',');
         body.extend_from_slice(fields);

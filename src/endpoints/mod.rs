@@ -26,6 +26,7 @@ use crate::cache::policy::{self, CachePolicy, ReadCache, Scope};
 use crate::cache::template::{Template, TemplateError, Var};
 use crate::http::GatewayError;
 use crate::http::input::Source;
+use crate::json_text;
 use crate::pipeline::Handler;
 use crate::upstream::Service;
 
@@ -177,10 +178,9 @@ impl Fields {
         if start > 0 {
             self.0.push(b',');
         }
-        let written = serde_json::to_writer(&mut self.0, key).and_then(|()| {
-            self.0.push(b':');
-            serde_json::to_writer(&mut self.0, value)
-        });
+        json_text::write_str(&mut self.0, key);
+        self.0.push(b':');
+        let written = json_text::write_value(&mut self.0, value);
         if let Err(err) = written {
             self.0.truncate(start);
             tracing::warn!(key, %err, "a data field could not be serialized; left out");
