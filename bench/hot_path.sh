@@ -27,8 +27,5 @@ cargo bench --locked --bench hot_path 2>&1 | tee "$log"
       split(line, v, " ")
       printf "| %s | %s %s | %s %s – %s %s |\n", name, v[3], v[4], v[1], v[2], v[5], v[6]
     }' "$log"
-  echo
-  echo "Cache-key rendering will be measured here once its benchmark is added (see the"
-  echo "marked place in benches/hot_path.rs)."
 } >bench/results/hot_path.md
 echo "wrote bench/results/hot_path.md"

@@ -1,17 +1,18 @@
 //! Micro-benchmarks of the request hot path, stage by stage, through the crate's public
 //! API: JWT verification, the access check, input binding and validation (a query bind
-//! and a JSON bind of real endpoint inputs), instance pick with its breaker, and the
-//! success envelope. `cargo bench --bench hot_path`; about 1 s of measurement per
-//! benchmark. BENCHMARKS.md puts these next to the end-to-end figures.
+//! and a JSON bind of real endpoint inputs), instance pick with its breaker, the
+//! success envelope and cache-key rendering. `cargo bench --bench hot_path`; about 1 s
+//! of measurement per benchmark. BENCHMARKS.md puts these next to the end-to-end figures.
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use sms_gateway::auth::jwt::JwtAlgorithm;
 use sms_gateway::auth::{Access, JwtKeys, Kind, Principal, TokenLifetimes};
+use sms_gateway::cache::template::{Template, Values};
 use sms_gateway::endpoints::outing::{CreateOutingInput, PageInput};
 use sms_gateway::endpoints::{PathParams, Success, fields};
 use sms_gateway::http::form::FormMap;
@@ -32,8 +33,23 @@ fn jwt(c: &mut Criterion) {
     );
     let token = keys.issue(seed::STUDENT_UUID).expect("issue");
     let header = format!("Bearer {token}");
-    c.bench_function("jwt/authenticate (HS512 verify + claims)", |b| {
+    // A client sends the same token with every request: after the first, it is found in
+    // the worker's table of verified tokens.
+    c.bench_function("jwt/authenticate (a token seen before)", |b| {
         b.iter(|| keys.authenticate(Some(black_box(header.as_bytes()))))
+    });
+    // The first request with a token: HS512 verification and the claims checks.
+    let mut exp = 2_000_000_000_u64;
+    c.bench_function("jwt/verify (a new token, HS512 + claims, remembered)", |b| {
+        b.iter_batched(
+            || {
+                exp += 1;
+                keys.issue_with_expiry(seed::STUDENT_UUID, exp)
+                    .expect("issue")
+            },
+            |token| keys.verify(black_box(&token)),
+            BatchSize::SmallInput,
+        )
     });
     c.bench_function("jwt/issue (login)", |b| {
         b.iter(|| keys.issue(black_box(seed::STUDENT_UUID)))
@@ -172,12 +188,42 @@ fn reply(c: &mut Criterion) {
     });
 }
 
-// === cache-key rendering ===
-// Left for the response cache (issue 4): once `sms_gateway::cache::template` settles,
-// add a benchmark rendering the key of GET /v1/outings/uuid/{outing_uuid}
-// (`outings.$outing_uuid`) and of a per-caller key
-// (`students.$student_uuid.outings.start.$Start.count.$Count`) here, and register it in
-// `criterion_group!` below.
+/// Cache keys as the read path renders them, with the templates of two outing reads: a
+/// path parameter only, and a path parameter with two query fields.
+fn cache_key(c: &mut Criterion) {
+    let by_outing =
+        Template::parse("outings.$outing_uuid", &["outing_uuid"], &[]).expect("a valid template");
+    let params = PathParams(vec![(
+        "outing_uuid".to_owned(),
+        outing::APPROVED_OUTING.to_owned(),
+    )]);
+    let values = Values {
+        params: &params,
+        query: None,
+        caller: seed::STUDENT_UUID,
+    };
+    c.bench_function("cache/key (outings.$outing_uuid)", |b| {
+        b.iter(|| by_outing.to_key(black_box(&values)))
+    });
+    let page = Template::parse(
+        "students.$student_uuid.outings.start.$start.count.$count",
+        &["student_uuid"],
+        &["start", "count"],
+    )
+    .expect("a valid template");
+    let params = PathParams(vec![(
+        "student_uuid".to_owned(),
+        seed::STUDENT_UUID.to_owned(),
+    )]);
+    let values = Values {
+        params: &params,
+        query: Some("start=0&count=10"),
+        caller: seed::STUDENT_UUID,
+    };
+    c.bench_function("cache/key (student outings page, two query fields)", |b| {
+        b.iter(|| page.to_key(black_box(&values)))
+    });
+}
 
 fn config() -> Criterion {
     Criterion::default()
@@ -189,6 +235,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = hot_path;
     config = config();
-    targets = jwt, access, bind, upstream, shed, reply
+    targets = jwt, access, bind, upstream, shed, reply, cache_key
 }
 criterion_main!(hot_path);
