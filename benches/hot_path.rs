@@ -40,17 +40,20 @@ fn jwt(c: &mut Criterion) {
     });
     // The first request with a token: HS512 verification and the claims checks.
     let mut exp = 2_000_000_000_u64;
-    c.bench_function("jwt/verify (a new token, HS512 + claims, remembered)", |b| {
-        b.iter_batched(
-            || {
-                exp += 1;
-                keys.issue_with_expiry(seed::STUDENT_UUID, exp)
-                    .expect("issue")
-            },
-            |token| keys.verify(black_box(&token)),
-            BatchSize::SmallInput,
-        )
-    });
+    c.bench_function(
+        "jwt/verify (a new token, HS512 + claims, remembered)",
+        |b| {
+            b.iter_batched(
+                || {
+                    exp += 1;
+                    keys.issue_with_expiry(seed::STUDENT_UUID, exp)
+                        .expect("issue")
+                },
+                |token| keys.verify(black_box(&token)),
+                BatchSize::SmallInput,
+            )
+        },
+    );
     c.bench_function("jwt/issue (login)", |b| {
         b.iter(|| keys.issue(black_box(seed::STUDENT_UUID)))
     });
