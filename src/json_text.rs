@@ -1,7 +1,8 @@
 //! JSON strings written without serde_json's byte-by-byte escape scan when they need no
 //! escaping, which is nearly always: ids, names, times and Korean text. The success body
 //! and the log line write a dozen short strings per request; serde_json looks up every
-//! byte in its escape table (about 2 400 of an uncached read's 94 000 instructions).
+//! byte in its escape table. On the uncached read that scan took about 2 650 of 94 400
+//! instructions; checking eight bytes at a time and copying takes about 1 950.
 //! Strings that do need escaping still go through serde_json, so the bytes written are
 //! the same as before.
 
