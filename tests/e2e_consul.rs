@@ -80,7 +80,7 @@ fn ids(gw: &Gateway, service: Service) -> Vec<String> {
         .snapshot()
         .nodes
         .iter()
-        .map(|n| n.id.clone())
+        .map(|n| n.id.to_string())
         .collect()
 }
 

@@ -128,7 +128,7 @@ impl Upstreams {
                 .nodes
                 .iter()
                 .zip(instances)
-                .all(|(node, (id, address))| node.id == *id && node.address == *address);
+                .all(|(node, (id, address))| *node.id == **id && node.address == *address);
         if same {
             return Ok(false);
         }
@@ -137,7 +137,7 @@ impl Upstreams {
             let existing = current
                 .nodes
                 .iter()
-                .find(|node| node.id == *id && node.address == *address);
+                .find(|node| *node.id == **id && node.address == *address);
             let node = match existing {
                 Some(node) => node.clone(),
                 None => Arc::new(Node::new(
@@ -231,7 +231,7 @@ impl Upstreams {
                     detail: "no passing instance".to_owned(),
                 },
                 NoPick::AllRefused(node) => GatewayError::BreakerOpen {
-                    instance: node.id.clone(),
+                    instance: node.id.to_string(),
                     open_for: node
                         .breaker
                         .open_until()
@@ -269,7 +269,7 @@ impl Upstreams {
         let context = CallContext::of(&span, &parent);
         record::update(|r| {
             r.service = Some(service);
-            r.instance = Some(node.instance.clone());
+            r.instance = Some(node.id.clone());
             r.trace_id.get_or_insert(context.trace_id);
         });
         let started = Instant::now();
@@ -283,7 +283,7 @@ impl Upstreams {
                 self.metrics
                     .observe_call(&node.calls, service, &node.id, outcome, Duration::ZERO);
                 return Err(GatewayError::BreakerOpen {
-                    instance: node.id.clone(),
+                    instance: node.id.to_string(),
                     open_for,
                 });
             }
@@ -317,7 +317,7 @@ impl Upstreams {
         };
         let labels = InstanceLabels {
             service: service.as_str(),
-            instance: node.id.clone(),
+            instance: node.id.to_string(),
         };
         let state = match transition {
             Transition::Opened { .. } => {

@@ -15,10 +15,9 @@ use crate::telemetry::metrics::CallSeries;
 /// One backend instance and its reusable HTTP/2 connection.
 #[derive(Debug)]
 pub struct Node {
-    /// Instance id (the Consul service id, or the address for static upstreams).
-    pub id: String,
-    /// The id as shared text, for the per-request record (a reference count, not a copy).
-    pub instance: Arc<str>,
+    /// Instance id (the Consul service id, or the address for static upstreams); shared
+    /// text, so the per-request record takes a reference count, not a copy.
+    pub id: Arc<str>,
     /// `host:port`.
     pub address: String,
     /// Created once per instance; every call to the instance reuses it.
@@ -46,8 +45,7 @@ impl Node {
             .unwrap_or_else(|| http::uri::Authority::from_static("localhost"));
         let connection = Connection::new(address.clone(), authority, connect);
         Ok(Self {
-            instance: id.as_str().into(),
-            id,
+            id: id.into(),
             address,
             connection,
             breaker,
@@ -165,7 +163,7 @@ mod tests {
     #[tokio::test]
     async fn round_robin_visits_every_node_in_turn() {
         let pool = ServicePool::new(nodes(3));
-        let picks: Vec<String> = (0..6)
+        let picks: Vec<Arc<str>> = (0..6)
             .filter_map(|_| pool.pick(|_| true).ok())
             .map(|n| n.id.clone())
             .collect();
