@@ -64,6 +64,15 @@ struct Verified {
     at: u64,
 }
 
+impl Verified {
+    /// Whether it may stand in for a verification at `now`: the token has not expired
+    /// (with `leeway`) and the verification is less than a minute old.
+    fn usable(&self, leeway: u64, now: u64) -> bool {
+        self.exp.saturating_add(leeway) >= now
+            && now.saturating_sub(self.at) < VERIFIED_LIFETIME_SECS
+    }
+}
+
 /// How long a verified token is remembered (seconds).
 const VERIFIED_LIFETIME_SECS: u64 = 60;
 /// Longer tokens are verified every time rather than remembered.
@@ -125,15 +134,12 @@ thread_local! {
         std::cell::RefCell::new(vec![None; NEAR_SLOTS]);
 }
 
-/// One verified token in a thread's table.
+/// One verified token in a thread's table, with the [`JwtKeys`] instance that verified it.
 #[derive(Clone)]
 struct Near {
     keys: u64,
     token: Box<str>,
-    principal: Principal,
-    exp: u64,
-    /// Unix seconds of the verification (entries live a minute, as in the shared cache).
-    since: u64,
+    verified: Verified,
 }
 
 /// Ids of [`JwtKeys`] instances.
@@ -185,22 +191,21 @@ impl JwtKeys {
         }
     }
 
-    /// The principal of `token` from this thread's table, if it is there, still valid by
-    /// its `exp` and taken less than a minute ago.
+    /// The principal of `token` from this thread's table, if it is there and
+    /// [usable](Verified::usable).
     fn near(&self, token: &str, now: u64) -> Option<Principal> {
         NEAR.with(|table| {
             let table = table.try_borrow().ok()?;
             let near = table.get(near_slot(token))?.as_ref()?;
             let fresh = near.keys == self.id
                 && *near.token == *token
-                && near.exp.saturating_add(self.validation.leeway) >= now
-                && now.saturating_sub(near.since) < VERIFIED_LIFETIME_SECS;
-            fresh.then(|| near.principal.clone())
+                && near.verified.usable(self.validation.leeway, now);
+            fresh.then(|| near.verified.principal.clone())
         })
     }
 
-    /// Puts a token verified at `since` into this thread's table.
-    fn remember_near(&self, token: &str, principal: &Principal, exp: u64, since: u64) {
+    /// Puts a verification of `token` into this thread's table.
+    fn remember_near(&self, token: &str, verified: &Verified) {
         NEAR.with(|table| {
             if let Ok(mut table) = table.try_borrow_mut()
                 && let Some(slot) = table.get_mut(near_slot(token))
@@ -208,9 +213,7 @@ impl JwtKeys {
                 *slot = Some(Near {
                     keys: self.id,
                     token: token.into(),
-                    principal: principal.clone(),
-                    exp,
-                    since,
+                    verified: verified.clone(),
                 });
             }
         });
@@ -259,9 +262,9 @@ impl JwtKeys {
             return Ok(principal);
         }
         if let Some(verified) = self.verified.get(token)
-            && verified.exp.saturating_add(self.validation.leeway) >= now
+            && verified.usable(self.validation.leeway, now)
         {
-            self.remember_near(token, &verified.principal, verified.exp, verified.at);
+            self.remember_near(token, &verified);
             return Ok(verified.principal);
         }
         match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
@@ -275,8 +278,8 @@ impl JwtKeys {
                         exp: data.claims.exp,
                         at: now,
                     };
+                    self.remember_near(token, &verified);
                     self.verified.insert(token.to_owned(), verified);
-                    self.remember_near(token, &principal, data.claims.exp, now);
                 }
                 Ok(principal)
             }
@@ -587,17 +590,21 @@ mod tests {
         let token = keys
             .issue_with_expiry("student-000000000001", now + 3600)
             .expect("issue");
-        let forged = Principal::from_uuid("student-000000000999".into());
+        let forged = |exp, at| Verified {
+            principal: Principal::from_uuid("student-000000000999".into()),
+            exp,
+            at,
+        };
         let uuid_of = |keys: &JwtKeys| keys.verify(&token).expect("valid").uuid;
-        keys.remember_near(&token, &forged, now + 3600, now);
+        keys.remember_near(&token, &forged(now + 3600, now));
         assert_eq!(&*uuid_of(&keys), "student-000000000999", "a table hit");
         // Past its exp, or taken over a minute ago: verified again.
-        keys.remember_near(&token, &forged, now - 10, now);
+        keys.remember_near(&token, &forged(now - 10, now));
         assert_eq!(&*uuid_of(&keys), "student-000000000001");
-        keys.remember_near(&token, &forged, now + 3600, now - VERIFIED_LIFETIME_SECS);
+        keys.remember_near(&token, &forged(now + 3600, now - VERIFIED_LIFETIME_SECS));
         assert_eq!(&*uuid_of(&keys), "student-000000000001");
         // Another key set (same secret here) never takes this one's entries.
-        keys.remember_near(&token, &forged, now + 3600, now);
+        keys.remember_near(&token, &forged(now + 3600, now));
         assert_eq!(&*uuid_of(&super::tests::keys()), "student-000000000001");
         // Nor does a token that only shares the slot.
         let mut other = token.clone();
