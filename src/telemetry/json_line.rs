@@ -12,12 +12,12 @@ use std::time::{Duration, SystemTime};
 
 use humantime_serde::re::humantime;
 use tracing::field::{Field, Visit};
-
-use crate::json_text::needs_escape;
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
+
+use crate::json_text::needs_escape;
 
 /// The event formatter of `log.format = "json"`.
 #[derive(Debug, Clone, Copy, Default)]
