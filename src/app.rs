@@ -268,7 +268,7 @@ pub type App = Observe<IpGuardService<Router>>;
 pub fn router(state: Arc<AppState>, config: &Config) -> Result<App, BuildError> {
     let table = endpoints::table();
     endpoints::check(&table)?;
-    let mut templates = vec!["/ping", crate::openapi::PATH, webhook::PATH];
+    let mut templates = vec!["/ping", crate::openapi::PATH];
     templates.extend(table.iter().map(|endpoint| endpoint.path));
     // The OpenAPI document is generated from the table once, here, and served as is.
     let openapi = crate::openapi::route(&table);
@@ -313,6 +313,7 @@ pub fn router(state: Arc<AppState>, config: &Config) -> Result<App, BuildError> 
         (config.discovery.mode, &config.consul.webhook_token)
     {
         let webhook = Arc::new(Webhook::new(token.clone(), state.discovery.clone()));
+        templates.push(webhook::PATH);
         app = app.route(
             webhook::PATH,
             named(
