@@ -3,7 +3,7 @@
 //! `span-context` metadata), and prints throughput and latency percentiles.
 //!
 //! ```sh
-//! cargo build --release --features bench-load --bin grpc_load
+//! cargo build --release --bin grpc_load
 //! target/release/grpc_load --addr 127.0.0.1:50053 --rpc read --duration 5
 //! target/release/grpc_load --addr 127.0.0.1:50053 --rpc write --rate 2000
 //! ```

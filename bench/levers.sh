@@ -9,9 +9,10 @@
 #   - gateway CPU per request at the moderate rate (wrk paced at BENCH_RATE) and at full
 #     load, median of LEVERS_ROUNDS rounds.
 #
-#   bench/levers.sh LABEL=COMMIT[,workers=N|current|multi][,tracing=RATIO] ...
+#   bench/levers.sh LABEL=COMMIT[,workers=N|current|multi][,tracing=RATIO][,pgo=off] ...
 #   (workers: N worker threads of the build's default flavour, or runtime.flavor
-#   current_thread / multi_thread; builds that do not know the option run without it)
+#   current_thread / multi_thread; builds that do not know the option run without it;
+#   pgo=off: built without the commit's recorded profile, RUSTC_WRAPPER= )
 #   e.g. bench/levers.sh before=9327a6a now=HEAD now-1-worker=HEAD,workers=1 \
 #          traced=HEAD,tracing=0.01
 #
@@ -41,11 +42,15 @@ cargo build --release --locked --bin sms-gateway
 SVC_BIN=$BIN
 HEAD_BIN=$BIN
 
-# The release binary of commit $1, built once and kept in $CACHE/bin.
+# The release binary of commit $1 (pgo=off in $2: without its profile), built once and
+# kept in $CACHE/bin.
 binary_of() {
-  local sha out src
+  local sha out src target=$CACHE/target wrapper=()
   sha=$(git rev-parse --short=12 "$1^{commit}")
   out=$CACHE/bin/$sha
+  if [ "${2:-}" = off ]; then
+    out=$out-nopgo target=$CACHE/target-nopgo wrapper=(RUSTC_WRAPPER=)
+  fi
   if [ ! -x "$out" ]; then
     src=$CACHE/src-$sha
     rm -rf "$src"
@@ -53,13 +58,13 @@ binary_of() {
     # -m: files dated now, so cargo never takes them for the previous build's.
     git archive "$sha" | tar -x -m -C "$src"
     # Seeded from this checkout's build: only what differs is compiled again.
-    if [ ! -d "$CACHE/target/release" ] && [ -d "$TARGET_DIR/release" ]; then
-      mkdir -p "$CACHE/target"
-      cp -a "$TARGET_DIR/release" "$CACHE/target/"
+    if [ ! -d "$target/release" ] && [ -d "$TARGET_DIR/release" ]; then
+      mkdir -p "$target"
+      cp -a "$TARGET_DIR/release" "$target/"
     fi
-    log "building $sha"
-    (cd "$src" && CARGO_TARGET_DIR=$CACHE/target cargo build --release --locked --bin sms-gateway >&2)
-    cp "$CACHE/target/release/sms-gateway" "$out"
+    log "building $sha${2:+ (pgo=$2)}"
+    (cd "$src" && env "${wrapper[@]}" CARGO_TARGET_DIR="$target" cargo build --release --locked --bin sms-gateway >&2)
+    cp "$target/release/sms-gateway" "$out"
     rm -rf "$src"
   fi
   echo "$out"
@@ -91,23 +96,25 @@ cpu_run() {
 
 # Each spec: its label, binary, options; callgrind first (exact), then the wall-clock
 # rounds interleaved across builds, so a drift of the machine's load hits them alike.
-labels=() bins=() workers_of=() tracing_of=() commits=() counts=()
+labels=() bins=() workers_of=() tracing_of=() pgo_of=() commits=() counts=()
 for spec in "$@"; do
   label=${spec%%=*}
   rest=${spec#*=}
   commit=${rest%%,*}
-  workers="" tracing=""
+  workers="" tracing="" pgo=""
   IFS=, read -r -a options <<<"${rest#"$commit"}"
   for option in "${options[@]}"; do
     case $option in
       workers=*) workers=${option#workers=} ;;
       tracing=*) tracing=${option#tracing=} ;;
+      pgo=off) pgo=off ;;
       "") ;;
       *) echo "unknown option $option in $spec" >&2; exit 2 ;;
     esac
   done
   labels+=("$label") commits+=("$commit") workers_of+=("$workers") tracing_of+=("$tracing")
-  bins+=("$(binary_of "$commit")")
+  pgo_of+=("$pgo")
+  bins+=("$(binary_of "$commit" "$pgo")")
 done
 for i in "${!labels[@]}"; do
   BIN=${bins[$i]}
@@ -135,10 +142,10 @@ for i in "${!labels[@]}"; do
   read -r instr allocs reallocs <<<"${counts[$i]}"
   rate_cpu=$(tr ' ' '\n' <<<"${rate_runs[$i]}" | grep . | median)
   max_cpu=$(tr ' ' '\n' <<<"${max_runs[$i]}" | grep . | median)
-  commit=${commits[$i]} workers=${workers_of[$i]} tracing=${tracing_of[$i]}
+  commit=${commits[$i]} workers=${workers_of[$i]} tracing=${tracing_of[$i]} pgo=${pgo_of[$i]}
   subject=$(git log -1 --format=%s "$commit" | cut -c1-90)
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${labels[$i]}" "$(git rev-parse --short "$commit")" \
-    "runtime ${workers:-as built}${tracing:+, traces at $tracing}" "$instr" "$allocs" "$reallocs" \
+    "runtime ${workers:-as built}${tracing:+, traces at $tracing}${pgo:+, no PGO profile}" "$instr" "$allocs" "$reallocs" \
     "$rate_cpu" "$max_cpu" "$subject" "${rate_runs[$i]% }" "${max_runs[$i]% }" >>"$TSV"
   log "${labels[$i]}: $rate_cpu µs at $RATE req/s (${rate_runs[$i]}), $max_cpu µs at full load (${max_runs[$i]})"
 done

@@ -55,18 +55,19 @@ RUNS=$RESULTS/runs.tsv
 ensure_wrk
 
 # --- build -------------------------------------------------------------------------
-# One invocation builds the gateway and the floor client (a binary behind the
-# `bench-load` feature, not an example: examples bring the dev-dependencies' features,
-# and tokio's `test-util` alone made every clock read take a mutex in the gateway built
-# beside one). The gateway measured is the one `cargo build --release` ships.
+# One invocation builds the gateway and the floor client (a binary, not an example:
+# examples bring the dev-dependencies' features, and tokio's `test-util` alone made
+# every clock read take a mutex in the gateway built beside one; and no cargo feature,
+# which would change the gateway's symbols so that the PGO profile matched none of them).
+# The gateway measured is the one `cargo build --release` ships.
 log "building (release)"
 BUILD_TIMES="0 0 0"
-BUILD_KIND="one invocation: \`cargo build --release --locked --features bench-load --bin sms-gateway --bin grpc_load\` (production features; \`bench-load\` only adds the floor client)"
+BUILD_KIND="one invocation: \`cargo build --release --locked --bin sms-gateway --bin grpc_load\` (production features; profile-guided with \`pgo/sms-gateway.profdata\` through \`.cargo/config.toml\`)"
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   # Wall, user and system seconds of the build (cargo's own output stays on stderr).
   TIMEFORMAT='%R %U %S'
   { time {
-    cargo build --release --locked --features bench-load --bin sms-gateway --bin grpc_load 2>&3
+    cargo build --release --locked --bin sms-gateway --bin grpc_load 2>&3
   }; } 3>&2 2>"$WORK/build.time"
   BUILD_TIMES=$(tail -1 "$WORK/build.time")
 else
