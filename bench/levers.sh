@@ -42,23 +42,27 @@ cargo build --release --locked --bin sms-gateway
 SVC_BIN=$BIN
 HEAD_BIN=$BIN
 
-# The release binary of commit $1 (pgo=off in $2: without its profile), built once and
-# kept in $CACHE/bin.
+# The release binary of commit $1 (pgo=off in $2: without its recorded profile), built
+# once and kept in $CACHE/bin. The sources go outside this checkout: cargo reads the
+# .cargo/config.toml of every parent directory, and this one's rustc wrapper would add
+# today's profile to an old commit. Builds with a profile share a target dir seeded from
+# this checkout's build; builds without one get their own, never seeded, because cargo
+# does not see the flag the wrapper adds and would reuse profile-optimised dependencies.
 binary_of() {
-  local sha out src target=$CACHE/target wrapper=()
+  local sha out src target wrapper=()
   sha=$(git rev-parse --short=12 "$1^{commit}")
-  out=$CACHE/bin/$sha
+  out=$CACHE/bin/$sha target=$CACHE/target-pgo
   if [ "${2:-}" = off ]; then
-    out=$out-nopgo target=$CACHE/target-nopgo wrapper=(RUSTC_WRAPPER=)
+    out=$out-nopgo wrapper=(RUSTC_WRAPPER=)
+  fi
+  if [ "${2:-}" = off ] || ! git cat-file -e "$sha:pgo/sms-gateway.profdata" 2>/dev/null; then
+    target=$CACHE/target-plain
   fi
   if [ ! -x "$out" ]; then
-    src=$CACHE/src-$sha
-    rm -rf "$src"
-    mkdir -p "$src"
+    src=$(mktemp -d /tmp/sms-levers-src.XXXXXX)
     # -m: files dated now, so cargo never takes them for the previous build's.
     git archive "$sha" | tar -x -m -C "$src"
-    # Seeded from this checkout's build: only what differs is compiled again.
-    if [ ! -d "$target/release" ] && [ -d "$TARGET_DIR/release" ]; then
+    if [ "$target" = "$CACHE/target-pgo" ] && [ ! -d "$target/release" ] && [ -d "$TARGET_DIR/release" ]; then
       mkdir -p "$target"
       cp -a "$TARGET_DIR/release" "$target/"
     fi
