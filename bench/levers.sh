@@ -49,20 +49,19 @@ HEAD_BIN=$BIN
 # this checkout's build; builds without one get their own, never seeded, because cargo
 # does not see the flag the wrapper adds and would reuse profile-optimised dependencies.
 binary_of() {
-  local sha out src target wrapper=()
+  local sha out src target=$CACHE/target-plain seeded=0 wrapper=()
   sha=$(git rev-parse --short=12 "$1^{commit}")
-  out=$CACHE/bin/$sha target=$CACHE/target-pgo
+  out=$CACHE/bin/$sha
   if [ "${2:-}" = off ]; then
     out=$out-nopgo wrapper=(RUSTC_WRAPPER=)
-  fi
-  if [ "${2:-}" = off ] || ! git cat-file -e "$sha:pgo/sms-gateway.profdata" 2>/dev/null; then
-    target=$CACHE/target-plain
+  elif git cat-file -e "$sha:pgo/sms-gateway.profdata" 2>/dev/null; then
+    target=$CACHE/target-pgo seeded=1
   fi
   if [ ! -x "$out" ]; then
     src=$(mktemp -d /tmp/sms-levers-src.XXXXXX)
     # -m: files dated now, so cargo never takes them for the previous build's.
     git archive "$sha" | tar -x -m -C "$src"
-    if [ "$target" = "$CACHE/target-pgo" ] && [ ! -d "$target/release" ] && [ -d "$TARGET_DIR/release" ]; then
+    if [ "$seeded" = 1 ] && [ ! -d "$target/release" ] && [ -d "$TARGET_DIR/release" ]; then
       mkdir -p "$target"
       cp -a "$TARGET_DIR/release" "$target/"
     fi
