@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use super::Service;
 use super::call::{CallMeta, Upstreams, unary};
+use super::connection::encode;
 use super::pool::Node;
 use crate::telemetry::metrics::BroadcastLabels;
 use crate::telemetry::propagation::CallContext;
@@ -161,7 +162,7 @@ async fn tell(
         &node,
         "ChangeAllServiceNodes",
         PathAndQuery::from_static(method_path(service)),
-        (),
+        encode(&()),
         &meta,
         &context,
         DEADLINE,

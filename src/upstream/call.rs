@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::mpsc;
@@ -14,7 +15,7 @@ use tracing::Instrument;
 
 use super::Service;
 use super::breaker::{Breaker, BreakerSettings, Outcome, Transition};
-use super::connection::{CallError, ConnectSettings};
+use super::connection::{CallError, ConnectSettings, encode};
 use super::pool::{NoPick, Node, ServicePool};
 use crate::http::GatewayError;
 use crate::telemetry::Metrics;
@@ -170,13 +171,14 @@ impl Upstreams {
         meta: &CallMeta,
     ) -> Result<Rep, GatewayError>
     where
-        Req: prost::Message + Clone + Send + 'static,
+        Req: prost::Message,
         Rep: prost::Message + Default + Send + 'static,
     {
         let settings = self.settings(target.service);
         let deadline = target.deadline.unwrap_or(settings.deadline);
         let node = self.pick(target.service, None)?;
-        let retry = target.retry_unsent.then(|| message.clone());
+        let body = encode(&message);
+        let retry = target.retry_unsent.then(|| body.clone());
         // A read gets a shorter first try only when another instance could take over:
         // a dead instance (no reset, calls just hang) then costs a try, not the deadline.
         let first_try = if retry.is_some()
@@ -188,19 +190,16 @@ impl Upstreams {
             deadline
         };
         let started = Instant::now();
-        let first = self
-            .call_node(target, &node, message, meta, first_try)
-            .await;
+        let first = self.call_node(target, &node, body, meta, first_try).await;
         match (first, retry) {
-            (Err(err), Some(message))
+            (Err(err), Some(body))
                 if retriable(&err)
                     || (first_try < deadline && matches!(err, GatewayError::Deadline { .. })) =>
             {
                 let remaining = deadline.saturating_sub(started.elapsed());
                 match self.pick(target.service, Some(&node)) {
                     Ok(other) if !remaining.is_zero() => {
-                        self.call_node(target, &other, message, meta, remaining)
-                            .await
+                        self.call_node(target, &other, body, meta, remaining).await
                     }
                     _ => Err(err),
                 }
@@ -240,16 +239,15 @@ impl Upstreams {
             })
     }
 
-    async fn call_node<Req, Rep>(
+    async fn call_node<Rep>(
         &self,
         target: &Target,
         node: &Arc<Node>,
-        message: Req,
+        body: Bytes,
         meta: &CallMeta,
         deadline: Duration,
     ) -> Result<Rep, GatewayError>
     where
-        Req: prost::Message + Send + 'static,
         Rep: prost::Message + Default + Send + 'static,
     {
         let service = target.service.as_str();
@@ -293,7 +291,7 @@ impl Upstreams {
             node,
             target.rpc,
             target.path.clone(),
-            message,
+            body,
             meta,
             &context,
             deadline,
@@ -371,25 +369,25 @@ fn outcome_of<T>(result: &Result<T, GatewayError>) -> CallOutcome {
     }
 }
 
-/// Sends one unary call to `node` and waits at most `deadline`. The metadata carries
-/// the request id and the call's trace context in both W3C and Jaeger form.
-pub async fn unary<Req, Rep>(
+/// Sends one unary call (`body`, a message framed by [`encode`]) to `node` and waits at
+/// most `deadline`. The metadata carries the request id and the call's trace context in
+/// both W3C and Jaeger form.
+pub async fn unary<Rep>(
     node: &Node,
     rpc_name: &'static str,
     path: PathAndQuery,
-    message: Req,
+    body: Bytes,
     meta: &CallMeta,
     context: &CallContext,
     deadline: Duration,
 ) -> Result<Rep, GatewayError>
 where
-    Req: prost::Message + Send + 'static,
     Rep: prost::Message + Default + Send + 'static,
 {
     let metadata = call_metadata(meta, context);
     let attempt = node
         .connection
-        .unary::<Req, Rep>(&path, &message, metadata, deadline);
+        .unary::<Rep>(&path, body, metadata, deadline);
     match tokio::time::timeout(deadline, attempt).await {
         Ok(Ok(reply)) => Ok(reply),
         Ok(Err(CallError::Connect(detail))) => Err(GatewayError::NoHealthyInstance {

@@ -8,6 +8,7 @@
 //! to the instance, kept alive by HTTP/2 pings, and made anew by the next call after it
 //! failed or closed. Statuses come from `grpc-status`/`grpc-message` ([`status_of`]).
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -117,21 +118,20 @@ impl Connection {
         &self.lanes[current_lane() % self.lanes.len()]
     }
 
-    /// Sends `message` to `path` and decodes the reply; `timeout` goes to the server as
-    /// `grpc-timeout` (the caller enforces it as well). `metadata` is added as is.
-    pub async fn unary<Req, Rep>(
+    /// Sends `body` (a message framed by [`encode`]) to `path` and decodes the reply;
+    /// `timeout` goes to the server as `grpc-timeout` (the caller enforces it as well).
+    /// `metadata` is added as is.
+    pub async fn unary<Rep>(
         &self,
         path: &PathAndQuery,
-        message: &Req,
+        body: Bytes,
         metadata: HeaderMap,
         timeout: Duration,
     ) -> Result<Rep, CallError>
     where
-        Req: prost::Message,
         Rep: prost::Message + Default,
     {
         let request = self.request(path, metadata, timeout)?;
-        let body = encode(message);
         let mut send = self.ready().await?;
         let (response, mut stream) = send
             .send_request(request, false)
@@ -271,8 +271,9 @@ async fn drive(
     }
 }
 
-/// The length-prefixed message (no compression).
-fn encode(message: &impl prost::Message) -> Bytes {
+/// The length-prefixed message (no compression): encoded once per call, so a retried
+/// read sends the same bytes again instead of a copy of the message.
+pub fn encode(message: &impl prost::Message) -> Bytes {
     let len = message.encoded_len();
     let mut buffer = BytesMut::with_capacity(5 + len);
     buffer.put_u8(0);
@@ -288,11 +289,9 @@ fn encode(message: &impl prost::Message) -> Bytes {
 async fn read_reply(response: http::Response<h2::RecvStream>) -> Result<Bytes, Status> {
     let (head, mut body) = response.into_parts();
     if let Some(status) = status_of(&head.headers) {
-        return Err(if status.code() == Code::Ok {
-            Status::internal("the reply has no message")
-        } else {
-            status
-        });
+        return Err(status
+            .err()
+            .unwrap_or_else(|| Status::internal("the reply has no message")));
     }
     if head.status != StatusCode::OK {
         return Err(http_status(head.status));
@@ -317,8 +316,8 @@ async fn read_reply(response: http::Response<h2::RecvStream>) -> Result<Bytes, S
     }
     let trailers = body.trailers().await.map_err(|err| h2_status(&err))?;
     match trailers.as_ref().and_then(status_of) {
-        Some(status) if status.code() == Code::Ok => {}
-        Some(status) => return Err(status),
+        Some(Ok(())) => {}
+        Some(Err(status)) => return Err(status),
         None => return Err(Status::internal("the reply has no grpc-status")),
     }
     let data = if more.is_empty() {
@@ -332,16 +331,17 @@ async fn read_reply(response: http::Response<h2::RecvStream>) -> Result<Bytes, S
 static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
-/// The status a header block carries, `None` without `grpc-status`: the code as tonic
-/// reads it (anything but 0–16 is UNKNOWN), `grpc-message` percent-decoded, as text with
-/// replacement characters when it is no UTF-8 (tonic turns such a status into UNKNOWN;
-/// here the backend's code stands). Details (`grpc-status-details-bin`) are
-/// not read: the gateway never uses them, and tonic's reader panics on a value that is
-/// no base64, which a backend must not be able to cause. OK allocates nothing.
-fn status_of(headers: &HeaderMap) -> Option<Status> {
+/// The status a header block carries, `None` without `grpc-status`; OK is `Ok(())`, as
+/// a tonic `Status` is a heap allocation. Otherwise the code as tonic reads it (anything
+/// but 0–16 is UNKNOWN), `grpc-message` percent-decoded, as text with replacement
+/// characters when it is no UTF-8 (tonic turns such a status into UNKNOWN; here the
+/// backend's code stands). Details (`grpc-status-details-bin`) are not read: the gateway
+/// never uses them, and tonic's reader panics on a value that is no base64, which a
+/// backend must not be able to cause.
+fn status_of(headers: &HeaderMap) -> Option<Result<(), Status>> {
     let code = Code::from_bytes(headers.get(&GRPC_STATUS)?.as_bytes());
     if code == Code::Ok {
-        return Some(Status::new(Code::Ok, ""));
+        return Some(Ok(()));
     }
     let message = headers
         .get(&GRPC_MESSAGE)
@@ -350,7 +350,7 @@ fn status_of(headers: &HeaderMap) -> Option<Status> {
                 .decode_utf8_lossy()
                 .into_owned()
         });
-    Some(Status::new(code, message))
+    Some(Err(Status::new(code, message)))
 }
 
 /// The message of a length-prefixed frame.
@@ -403,16 +403,29 @@ fn h2_status(err: &h2::Error) -> Status {
     Status::new(code, format!("h2: {err}"))
 }
 
-/// `grpc-timeout` in milliseconds (at most 8 digits, as the protocol allows).
+/// `grpc-timeout` in milliseconds (at most 8 digits, as the protocol allows). Nearly
+/// every call carries one of a few configured deadlines, so each thread keeps the last
+/// value it made: a repeat is a reference count, not a new formatted allocation.
 fn grpc_timeout(timeout: Duration) -> HeaderValue {
+    thread_local! {
+        static LAST: RefCell<Option<(u64, HeaderValue)>> = const { RefCell::new(None) };
+    }
     // At most 8 digits: fits u64, and with the unit 9 bytes.
     let millis = timeout.as_millis().clamp(1, 99_999_999) as u64;
-    let mut digits = itoa::Buffer::new();
-    let digits = digits.format(millis).as_bytes();
-    let mut text = [b'm'; 9];
-    text[..digits.len()].copy_from_slice(digits);
-    HeaderValue::from_bytes(&text[..=digits.len()])
-        .unwrap_or_else(|_| HeaderValue::from_static("1S"))
+    LAST.with_borrow_mut(|last| match last {
+        Some((kept, value)) if *kept == millis => value.clone(),
+        _ => {
+            let mut digits = itoa::Buffer::new();
+            let digits = digits.format(millis).as_bytes();
+            let mut text = [b'm'; 9];
+            text[..digits.len()].copy_from_slice(digits);
+            let value =
+                HeaderValue::from_maybe_shared(Bytes::from_owner(text).slice(..=digits.len()))
+                    .unwrap_or_else(|_| HeaderValue::from_static("1S"));
+            *last = Some((millis, value.clone()));
+            value
+        }
+    })
 }
 
 #[cfg(test)]
@@ -444,32 +457,42 @@ mod tests {
             }
             headers
         };
+        let failure = |pairs: &[(&'static str, &'static [u8])]| {
+            status_of(&block(pairs))
+                .expect("status")
+                .expect_err("a failure")
+        };
         assert!(status_of(&block(&[("content-type", b"application/grpc")])).is_none());
-        let ok = status_of(&block(&[("grpc-status", b"0")])).expect("status");
-        assert_eq!((ok.code(), ok.message()), (Code::Ok, ""));
-        let failed = status_of(&block(&[
+        assert!(matches!(
+            status_of(&block(&[("grpc-status", b"0")])),
+            Some(Ok(()))
+        ));
+        let failed = failure(&[
             ("grpc-status", b"14"),
             ("grpc-message", b"no%20backend%3A%20%E2%9C%93"),
             // Not base64: tonic's own reader panics here.
             ("grpc-status-details-bin", b"%%%"),
-        ]))
-        .expect("status");
+        ]);
         assert_eq!(
             (failed.code(), failed.message()),
             (Code::Unavailable, "no backend: \u{2713}")
         );
         for odd in [&b"17"[..], b"-1", b"ok", b""] {
-            let status = status_of(&block(&[("grpc-status", odd)])).expect("status");
-            assert_eq!(status.code(), Code::Unknown, "{odd:?}");
+            assert_eq!(
+                failure(&[("grpc-status", odd)]).code(),
+                Code::Unknown,
+                "{odd:?}"
+            );
         }
-        let lossy =
-            status_of(&block(&[("grpc-status", b"2"), ("grpc-message", b"%FFx")])).expect("status");
+        let lossy = failure(&[("grpc-status", b"2"), ("grpc-message", b"%FFx")]);
         assert_eq!(lossy.message(), "\u{fffd}x");
     }
 
     #[test]
     fn timeouts_and_statuses_follow_the_protocol() {
         assert_eq!(grpc_timeout(Duration::from_secs(3)), "3000m");
+        assert_eq!(grpc_timeout(Duration::from_secs(3)), "3000m");
+        assert_eq!(grpc_timeout(Duration::from_millis(2999)), "2999m");
         assert_eq!(grpc_timeout(Duration::ZERO), "1m");
         assert_eq!(grpc_timeout(Duration::from_secs(10_000_000)), "99999999m");
         assert_eq!(
