@@ -545,7 +545,7 @@ struct Map<I, Q, R> {
 impl<I, Q, R> Adapter for Map<I, Q, R>
 where
     I: DeserializeOwned + Validate + Default + JsonSchema + Send + 'static,
-    Q: prost::Message + Default + Clone + Send + 'static,
+    Q: prost::Message + Default + Send + 'static,
     R: prost::Message + Default + InBand + Send + 'static,
 {
     type Input = I;

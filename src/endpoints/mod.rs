@@ -234,7 +234,7 @@ pub trait Adapter: Send + Sync + 'static {
     /// Schema (with the same limits) is published in the OpenAPI document.
     type Input: DeserializeOwned + Validate + Default + schemars::JsonSchema + Send + 'static;
     /// The gRPC request message.
-    type Request: prost::Message + Default + Clone + Send + 'static;
+    type Request: prost::Message + Default + Send + 'static;
     /// The gRPC reply message.
     type Reply: prost::Message + Default + InBand + Send + 'static;
 
