@@ -410,7 +410,8 @@ static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// The request id and trace context headers of one call (a trace state that is no valid
 /// header is left out). Their values are new on every call: marked sensitive, HPACK
 /// sends them as never-indexed literals instead of churning both ends' dynamic tables
-/// (which then keep the headers that do repeat).
+/// (which then keep the headers that do repeat); their names are indexed after a
+/// connection's first call ([`super::connection::Connection::unary`]).
 fn call_metadata(meta: &CallMeta, context: &CallContext) -> HeaderMap {
     let mut metadata = HeaderMap::with_capacity(8);
     let mut put = |name: &HeaderName, mut value: HeaderValue| {

@@ -59,10 +59,12 @@ pub struct ConnectSettings {
     pub lanes: usize,
 }
 
-/// A live connection: the handle to open streams, and whether its task has ended.
+/// A live connection: the handle to open streams, whether its task has ended, and
+/// whether a call has put the names of per-call metadata into its HPACK table.
 struct Live {
     send: SendRequest<Bytes>,
     closed: Arc<AtomicBool>,
+    names_indexed: AtomicBool,
 }
 
 /// The HTTP/2 connection of one instance, made lazily and again after a failure; one
@@ -120,7 +122,13 @@ impl Connection {
 
     /// Sends `body` (a message framed by [`encode`]) to `path` and decodes the reply;
     /// `timeout` goes to the server as `grpc-timeout` (the caller enforces it as well).
-    /// `metadata` is added as is.
+    ///
+    /// `metadata` is added as is. Values marked sensitive are per-call values (ids, trace
+    /// context), not secrets: HPACK sends them as never-indexed literals, except on a
+    /// connection's first call, which inserts them into the connection's table. h2 never
+    /// indexes a sensitive header, but names one whose name the table holds by its
+    /// index, so every later call sends only their values (a Huffman coding and a few
+    /// bytes less per name).
     pub async fn unary<Rep>(
         &self,
         path: &PathAndQuery,
@@ -131,8 +139,15 @@ impl Connection {
     where
         Rep: prost::Message + Default,
     {
-        let request = self.request(path, metadata, timeout)?;
-        let mut send = self.ready().await?;
+        let mut request = self.request(path, metadata, timeout)?;
+        let (mut send, live) = self.ready().await?;
+        if live.first_call() {
+            request
+                .headers_mut()
+                .values_mut()
+                .for_each(|value| value.set_sensitive(false));
+        }
+        drop(live);
         let (response, mut stream) = send
             .send_request(request, false)
             // The connection closed between `ready` and now: nothing was written.
@@ -172,25 +187,27 @@ impl Connection {
         Ok(request)
     }
 
-    /// A handle that may open a stream now: the live connection's, else a new one's.
-    async fn ready(&self) -> Result<SendRequest<Bytes>, CallError> {
+    /// A handle that may open a stream now, and its connection: the live one, else a
+    /// new one.
+    async fn ready(&self) -> Result<(SendRequest<Bytes>, Arc<Live>), CallError> {
         let live = match self.lane().current() {
             Some(live) => live,
             None => self.connect().await?,
         };
         match live.send.clone().ready().await {
-            Ok(ready) => Ok(ready),
+            Ok(ready) => Ok((ready, live)),
             Err(err) => {
                 // A connection that closed while idle: one fresh attempt.
                 live.closed.store(true, Ordering::Release);
                 tracing::debug!(address = %self.address, error = %err, "connection closed; reconnecting");
                 let fresh = self.connect().await?;
-                fresh
+                let ready = fresh
                     .send
                     .clone()
                     .ready()
                     .await
-                    .map_err(|err| CallError::Connect(err.to_string()))
+                    .map_err(|err| CallError::Connect(err.to_string()))?;
+                Ok((ready, fresh))
             }
         }
     }
@@ -226,9 +243,21 @@ impl Connection {
         };
         let closed = Arc::new(AtomicBool::new(false));
         tokio::spawn(drive(connection, closed.clone(), self.address.clone()));
-        let live = Arc::new(Live { send, closed });
+        let live = Arc::new(Live {
+            send,
+            closed,
+            names_indexed: AtomicBool::new(false),
+        });
         lane.live.store(Some(live.clone()));
         Ok(live)
+    }
+}
+
+impl Live {
+    /// True for one call only: the first to ask.
+    fn first_call(&self) -> bool {
+        !self.names_indexed.load(Ordering::Relaxed)
+            && !self.names_indexed.swap(true, Ordering::Relaxed)
     }
 }
 
@@ -503,5 +532,204 @@ mod tests {
             http_status(StatusCode::NOT_FOUND).code(),
             Code::Unimplemented
         );
+    }
+
+    /// The HPACK representations of a header block (RFC 7541 §6), strings skipped
+    /// undecoded: `(kind, name index)` per field, kind `'i'` indexed, `'+'` literal
+    /// with incremental indexing, `'n'` never indexed, `'w'` without indexing.
+    fn representations(mut block: &[u8]) -> Vec<(char, usize)> {
+        fn int(block: &mut &[u8], bits: u32) -> usize {
+            let mask = (1usize << bits) - 1;
+            let mut value = usize::from(block[0]) & mask;
+            *block = &block[1..];
+            if value == mask {
+                let mut shift = 0;
+                loop {
+                    let byte = block[0];
+                    *block = &block[1..];
+                    value += usize::from(byte & 0x7f) << shift;
+                    shift += 7;
+                    if byte & 0x80 == 0 {
+                        break;
+                    }
+                }
+            }
+            value
+        }
+        fn skip_string(block: &mut &[u8]) {
+            let len = int(block, 7);
+            *block = &block[len..];
+        }
+        let mut fields = Vec::new();
+        while !block.is_empty() {
+            let first = block[0];
+            let (kind, bits) = match first {
+                0x80.. => ('i', 7),
+                0x40..=0x7f => ('+', 6),
+                0x20..=0x3f => {
+                    int(&mut block, 5);
+                    continue;
+                }
+                0x10..=0x1f => ('n', 4),
+                _ => ('w', 4),
+            };
+            let index = int(&mut block, bits);
+            if kind != 'i' {
+                if index == 0 {
+                    skip_string(&mut block);
+                }
+                skip_string(&mut block);
+            }
+            fields.push((kind, index));
+        }
+        fields
+    }
+
+    /// The header blocks of the HEADERS frames a client wrote (after the preface).
+    fn header_blocks(mut wire: &[u8]) -> Vec<Vec<u8>> {
+        wire = &wire[24..];
+        let mut blocks = Vec::new();
+        while wire.len() >= 9 {
+            let len = usize::from(wire[0]) << 16 | usize::from(wire[1]) << 8 | usize::from(wire[2]);
+            let (kind, flags) = (wire[3], wire[4]);
+            let payload = &wire[9..9 + len];
+            if kind == 1 {
+                // END_HEADERS is set: the blocks here are small. No padding or priority.
+                assert_eq!(flags & 0x2c, 0x04, "flags {flags:#x}");
+                blocks.push(payload.to_vec());
+            }
+            wire = &wire[9 + len..];
+        }
+        blocks
+    }
+
+    /// Answers every call with an empty OK reply, keeping what the client wrote.
+    async fn recording_server(listener: tokio::net::TcpListener) -> Vec<u8> {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let wire = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorder = Recorder {
+            tcp,
+            wire: wire.clone(),
+        };
+        let mut server = h2::server::handshake(recorder).await.expect("handshake");
+        while let Some(accepted) = server.accept().await {
+            let (request, mut respond) = accepted.expect("request");
+            let mut body = request.into_body();
+            while let Some(chunk) = body.data().await {
+                let _released = body
+                    .flow_control()
+                    .release_capacity(chunk.expect("data").len());
+            }
+            let head = http::Response::builder()
+                .header("content-type", "application/grpc")
+                .body(())
+                .expect("head");
+            let mut stream = respond.send_response(head, false).expect("respond");
+            stream.send_data(encode(&()), false).expect("data");
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            stream.send_trailers(trailers).expect("trailers");
+        }
+        wire.lock().expect("wire").clone()
+    }
+
+    struct Recorder {
+        tcp: TcpStream,
+        wire: Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl tokio::io::AsyncRead for Recorder {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let before = buf.filled().len();
+            let read = std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf);
+            let fresh = buf.filled()[before..].to_vec();
+            self.wire.lock().expect("wire").extend_from_slice(&fresh);
+            read
+        }
+    }
+
+    impl tokio::io::AsyncWrite for Recorder {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            data: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::pin::Pin::new(&mut self.tcp).poll_write(cx, data)
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn per_call_metadata_is_never_indexed_under_an_indexed_name() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let server = tokio::spawn(recording_server(listener));
+        let connection = Connection::new(
+            address.clone(),
+            address.parse().expect("authority"),
+            ConnectSettings {
+                timeout: Duration::from_secs(30),
+                lanes: 1,
+            },
+        );
+        let path = PathAndQuery::from_static("/outing.OutingService/GetOuting");
+        for call in 0..3 {
+            let mut metadata = HeaderMap::new();
+            for (name, value) in [
+                ("x-request-id", format!("request-{call}")),
+                ("span-context", format!("{call:016x}:{call:016x}:0:1")),
+            ] {
+                let mut value = HeaderValue::from_str(&value).expect("value");
+                value.set_sensitive(true);
+                metadata.insert(name, value);
+            }
+            connection
+                .unary::<()>(&path, encode(&()), metadata, Duration::from_secs(30))
+                .await
+                .expect("reply");
+        }
+        drop(connection);
+        let wire = tokio::time::timeout(Duration::from_secs(60), server)
+            .await
+            .expect("the connection ends")
+            .expect("server");
+        let blocks = header_blocks(&wire);
+        assert_eq!(blocks.len(), 3);
+        let per_call: Vec<_> = blocks.iter().map(|block| representations(block)).collect();
+        // The first call puts the names (with that call's values) into the table.
+        let inserted = |fields: &[(char, usize)]| {
+            fields
+                .iter()
+                .filter(|(kind, index)| *kind == '+' && *index == 0)
+                .count()
+        };
+        assert!(inserted(&per_call[0]) >= 2, "{:?}", per_call[0]);
+        // Later calls: the two values never indexed, each under an indexed name; no
+        // literal name and no insertion.
+        for fields in &per_call[1..] {
+            let never: Vec<_> = fields.iter().filter(|(kind, _)| *kind == 'n').collect();
+            assert_eq!(never.len(), 2, "{fields:?}");
+            assert!(never.iter().all(|(_, index)| *index > 61), "{fields:?}");
+            assert!(fields.iter().all(|(kind, _)| *kind != '+'), "{fields:?}");
+        }
     }
 }
