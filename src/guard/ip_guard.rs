@@ -77,6 +77,27 @@ impl IpGuard {
             None => self.table.check(key, self.clock.now_ms()),
             Some(cluster) => self.check_shared(cluster, key).await,
         };
+        self.noted(key, decision)
+    }
+
+    /// [`IpGuard::check`] as the envelope error a rejection is answered with.
+    pub async fn admit(&self, client: IpAddr) -> Result<(), GatewayError> {
+        outcome(self.check(client).await)
+    }
+
+    /// [`IpGuard::admit`] decided at once, when it needs no round trip: always without
+    /// shared counters (the local table decides); `None` with them.
+    pub fn admit_local(&self, client: IpAddr) -> Option<Result<(), GatewayError>> {
+        if self.cluster.is_some() {
+            return None;
+        }
+        let key = IpKey::new(client, self.ipv6_prefix);
+        let decision = self.table.check(key, self.clock.now_ms());
+        Some(outcome(self.noted(key, decision)))
+    }
+
+    /// Logs a client that just crossed the limit (at most once per interval).
+    fn noted(&self, key: IpKey, decision: IpDecision) -> IpDecision {
         if let IpDecision::Limited { retry_after } = decision
             && let Some(held_back) = self.block_log.ready(self.clock.now_ms())
         {
@@ -88,15 +109,6 @@ impl IpGuard {
             );
         }
         decision
-    }
-
-    /// [`IpGuard::check`] as the envelope error a rejection is answered with.
-    pub async fn admit(&self, client: IpAddr) -> Result<(), GatewayError> {
-        match self.check(client).await {
-            IpDecision::Allowed => Ok(()),
-            IpDecision::Limited { retry_after } => Err(GatewayError::RateLimited { retry_after }),
-            IpDecision::Blocked { retry_after } => Err(GatewayError::Blocked { retry_after }),
-        }
     }
 
     async fn check_shared(&self, cluster: &Cluster, key: IpKey) -> IpDecision {
@@ -130,6 +142,15 @@ impl IpGuard {
     /// Size of the local table.
     pub fn table_stats(&self) -> IpTableStats {
         self.table.stats()
+    }
+}
+
+/// A decision as the envelope error a rejection is answered with.
+fn outcome(decision: IpDecision) -> Result<(), GatewayError> {
+    match decision {
+        IpDecision::Allowed => Ok(()),
+        IpDecision::Limited { retry_after } => Err(GatewayError::RateLimited { retry_after }),
+        IpDecision::Blocked { retry_after } => Err(GatewayError::Blocked { retry_after }),
     }
 }
 
@@ -172,6 +193,12 @@ mod tests {
         assert_eq!(guard.check(b).await, IpDecision::Allowed);
         tokio::time::advance(Duration::from_millis(29_999)).await;
         assert!(matches!(guard.check(a).await, IpDecision::Blocked { .. }));
+        // Without shared counters the layer decides at once, with the same table.
+        assert!(matches!(
+            guard.admit_local(a),
+            Some(Err(GatewayError::Blocked { .. }))
+        ));
+        assert!(matches!(guard.admit_local(b), Some(Ok(()))));
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(guard.check(a).await, IpDecision::Allowed);
     }

@@ -2,7 +2,9 @@
 //! `ConnectInfo<SocketAddr>`, asks [`IpGuard`] and answers a rejection with the
 //! [`GatewayError`] envelope. It knows nothing about endpoints (style rule 2).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -51,12 +53,12 @@ pub struct IpGuardService<S> {
 impl<S, B> Service<Request<B>> for IpGuardService<S>
 where
     S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    S::Future: Send + Unpin + 'static,
     B: Send + 'static,
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response, S::Error>>;
+    type Future = Guarded<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -64,27 +66,57 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         if self.guard.passes(request.uri().path()) {
-            return Box::pin(self.inner.call(request));
+            return Guarded::Inner(self.inner.call(request));
         }
         let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() else {
             let error = GatewayError::Internal(
                 "client-IP guard: no peer address (serve with connect info)".to_owned(),
             );
-            return Box::pin(async move { Ok(error.into_response()) });
+            return Guarded::Answered(Some(error.into_response()));
         };
         let client = self.guard.client_ip(peer.ip(), request.headers());
         crate::telemetry::record::update(|r| r.client = Some(client));
+        // Without shared counters the decision is local and immediate: the inner call's
+        // future is this one's, not boxed behind it.
+        match self.guard.admit_local(client) {
+            Some(Ok(())) => return Guarded::Inner(self.inner.call(request)),
+            Some(Err(rejection)) => return Guarded::Answered(Some(rejection.into_response())),
+            None => {}
+        }
         // The service that was polled ready is the one that must be called; a fresh
         // clone stays behind for the next poll_ready (tower's documented pattern).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let guard = self.guard.clone();
-        Box::pin(async move {
+        Guarded::Shared(Box::pin(async move {
             match guard.admit(client).await {
                 Ok(()) => inner.call(request).await,
                 Err(rejection) => Ok(rejection.into_response()),
             }
-        })
+        }))
+    }
+}
+
+/// The future of [`IpGuardService`]: the inner call, a rejection, or (with shared
+/// counters) the round trip and then the inner call.
+pub enum Guarded<F, E> {
+    Inner(F),
+    Answered(Option<Response>),
+    Shared(BoxFuture<'static, Result<Response, E>>),
+}
+
+impl<F, E> Future for Guarded<F, E>
+where
+    F: Future<Output = Result<Response, E>> + Unpin,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut *self {
+            Self::Inner(inner) => Pin::new(inner).poll(cx),
+            Self::Answered(response) => Poll::Ready(Ok(response.take().unwrap_or_default())),
+            Self::Shared(shared) => shared.as_mut().poll(cx),
+        }
     }
 }
 
