@@ -25,7 +25,7 @@ use crate::endpoints;
 use crate::guard::layer::IpGuardService;
 use crate::guard::{Guard, GuardConfigError};
 use crate::http::GatewayError;
-use crate::http::cors::CorsLayer;
+use crate::http::cors::{Cors, CorsLayer};
 use crate::http::observe::{Observe, ObserveLayer, Templates};
 use crate::http::server::ServerSettings;
 use crate::telemetry::Metrics;
@@ -260,9 +260,9 @@ fn replica_name() -> String {
         .unwrap_or_else(|_| uuid::Uuid::new_v4().simple().to_string()[..12].to_owned())
 }
 
-/// The public listener's service: [`ObserveLayer`] and the client-IP guard once around
-/// the router of `/ping`, every endpoint of the table and the envelope 404/405.
-pub type App = Observe<IpGuardService<Router>>;
+/// The public listener's service: [`ObserveLayer`], the client-IP guard and CORS once
+/// around the router of `/ping`, every endpoint of the table and the envelope 404/405.
+pub type App = Observe<IpGuardService<Cors<Router>>>;
 
 /// The full service of the public listener (see [`App`]).
 pub fn router(state: Arc<AppState>, config: &Config) -> Result<App, BuildError> {
@@ -303,8 +303,10 @@ pub fn router(state: Arc<AppState>, config: &Config) -> Result<App, BuildError> 
     for (path, route) in by_path {
         api = api.route(path, route);
     }
-    let api = api.fallback(not_found).layer(cors(config));
+    let api = api.fallback(not_found);
     // `/metrics` is on the admin listener (src/admin.rs), not here.
+    // CORS is one layer around the whole router (below); these two are exempt.
+    let mut exempt = vec!["/ping"];
     let mut app = Router::new().route(
         "/ping",
         named("/ping", get(ping).fallback(method_not_allowed)),
@@ -314,6 +316,7 @@ pub fn router(state: Arc<AppState>, config: &Config) -> Result<App, BuildError> 
     {
         let webhook = Arc::new(Webhook::new(token.clone(), state.discovery.clone()));
         templates.push(webhook::PATH);
+        exempt.push(webhook::PATH);
         app = app.route(
             webhook::PATH,
             named(
@@ -331,10 +334,11 @@ pub fn router(state: Arc<AppState>, config: &Config) -> Result<App, BuildError> 
     // Outermost first: `observe` gives every request and response a fresh request id,
     // marks Authorization sensitive before anything logs, and turns a panic anywhere
     // into an envelope; flooding client IPs are refused before routing (429, then 403
-    // while blocked).
+    // while blocked); then CORS, which answers a preflight before any other check.
     Ok(ServiceBuilder::new()
         .layer(ObserveLayer::new(state.clone(), Templates::new(templates)))
         .layer(state.guard.layer())
+        .layer(cors(config).except(&exempt))
         .service(app))
 }
 

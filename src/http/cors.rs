@@ -1,4 +1,5 @@
-//! CORS of the API routes (spec §4.15, with configurable origins): only a request whose
+//! CORS of the API (spec §4.15, with configurable origins): one layer around the router,
+//! which passes the exempt paths (`/ping` and the webhook) untouched. Only a request whose
 //! `Origin` is not its own host's (`http(s)://<Host>`) is a CORS request. A preflight
 //! (`OPTIONS` with such an origin) is answered 204 before any other check; other
 //! requests go on, and an allowed origin gets its grant (`*`, or the origin echoed) and
@@ -8,7 +9,8 @@
 //! Hand-written instead of tower-http's `CorsLayer`: that one clones its configuration
 //! with every route service axum clones per request and builds a header map (and the
 //! joined `Vary` value) for every request, CORS or not; here the header values are made
-//! once and a request without `Origin` costs one header append.
+//! once and a request without `Origin` costs one header append. Around the router, not
+//! on its routes: axum boxes a route layer's service and future again on every request.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,8 +31,10 @@ pub struct CorsLayer {
     policy: Arc<Policy>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Policy {
+    /// Paths CORS does not apply to.
+    exempt: Vec<&'static str>,
     /// `None`: any origin (`*`).
     origins: Option<Vec<HeaderValue>>,
     methods: HeaderValue,
@@ -64,12 +68,24 @@ impl CorsLayer {
         };
         Self {
             policy: Arc::new(Policy {
+                exempt: Vec::new(),
                 origins,
                 methods: join(&mut methods.iter().map(Method::as_str)),
                 headers: join(&mut headers.iter().map(header::HeaderName::as_str)),
                 max_age: HeaderValue::from(max_age.as_secs()),
                 expose: HeaderValue::from_name(X_REQUEST_ID.clone()),
             }),
+        }
+    }
+}
+
+impl CorsLayer {
+    /// The same policy, not applied to requests for `paths`.
+    pub fn except(self, paths: &[&'static str]) -> Self {
+        let mut policy = Arc::unwrap_or_clone(self.policy);
+        policy.exempt = paths.to_vec();
+        Self {
+            policy: Arc::new(policy),
         }
     }
 }
@@ -158,6 +174,12 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        let path = request.uri().path();
+        if self.policy.exempt.iter().any(|exempt| *exempt == path) {
+            return CorsFuture {
+                state: State::Exempt(self.inner.call(request)),
+            };
+        }
         let state = match self.policy.classify(&request) {
             Cross::From(grant) if request.method() == Method::OPTIONS => {
                 State::Answered(Some(self.policy.preflight(grant)))
@@ -174,13 +196,14 @@ where
     }
 }
 
-/// The future of [`Cors`]: a preflight's answer, or the inner call's with the CORS
-/// headers added.
+/// The future of [`Cors`]: a preflight's answer, the inner call's with the CORS
+/// headers added, or an exempt path's as it is.
 pub struct CorsFuture<F> {
     state: State<F>,
 }
 
 enum State<F> {
+    Exempt(F),
     Answered(Option<Response>),
     Called {
         inner: F,
@@ -197,6 +220,7 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.state {
+            State::Exempt(inner) => Pin::new(inner).poll(cx),
             State::Answered(response) => Poll::Ready(Ok(response.take().unwrap_or_default())),
             State::Called { inner, grant } => {
                 let Ok(mut response) = ready!(Pin::new(inner).poll(cx));
@@ -334,5 +358,49 @@ mod tests {
         assert_eq!(response.headers()["access-control-allow-origin"], "*");
         let preflight = send(&app, Method::OPTIONS, &[("origin", "https://b.example")]).await;
         assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    }
+
+    #[tokio::test]
+    async fn exempt_paths_pass_untouched_around_the_router() {
+        let router = Router::new()
+            .route("/ping", get(|| async { "pong" }))
+            .route("/thing", get(|| async { "thing" }));
+        let cors = CorsLayer::new(
+            &["*".to_owned()],
+            &[Method::GET],
+            &[header::AUTHORIZATION],
+            Duration::from_secs(60),
+        )
+        .except(&["/ping"])
+        .layer(router);
+        let send = |method: Method, path: &str| {
+            let request = Request::builder()
+                .method(method)
+                .uri(path)
+                .header("origin", "https://app.example")
+                .header("access-control-request-method", "GET")
+                .body(Body::empty())
+                .expect("request");
+            cors.clone().oneshot(request)
+        };
+        // No preflight answer and no CORS headers for the exempt path: the router's 405.
+        let preflight = send(Method::OPTIONS, "/ping").await.expect("infallible");
+        assert_eq!(preflight.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let ping = send(Method::GET, "/ping").await.expect("infallible");
+        assert_eq!(ping.status(), StatusCode::OK);
+        assert!(!ping.headers().contains_key("access-control-allow-origin"));
+        assert!(!ping.headers().contains_key("vary"));
+        // Every other path, the unknown ones included, gets CORS.
+        let preflight = send(Method::OPTIONS, "/thing").await.expect("infallible");
+        assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
+        for path in ["/thing", "/nowhere"] {
+            let answer = send(Method::GET, path).await.expect("infallible");
+            assert_eq!(
+                answer.headers()["access-control-allow-origin"],
+                "*",
+                "{path}"
+            );
+            assert_eq!(answer.headers()["vary"], "origin", "{path}");
+        }
     }
 }
