@@ -77,9 +77,7 @@ impl CorsLayer {
             }),
         }
     }
-}
 
-impl CorsLayer {
     /// The same policy, not applied to requests for `paths`.
     pub fn except(self, paths: &[&'static str]) -> Self {
         let mut policy = Arc::unwrap_or_clone(self.policy);
@@ -175,7 +173,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let path = request.uri().path();
-        if self.policy.exempt.iter().any(|exempt| *exempt == path) {
+        if self.policy.exempt.contains(&path) {
             return CorsFuture {
                 state: State::Exempt(self.inner.call(request)),
             };
